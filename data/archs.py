@@ -1,0 +1,93 @@
+"""Architecture registry: tiny width-scalable networks built as ordinary `nn.Module`s.
+
+An architecture declares its parameters and which of them are *paddable*: a model with a smaller value
+of a paddable parameter has every tensor equal to a leading slice of the larger model's tensor. Zero-
+padding the extra rows/columns then gives a larger model with identical outputs whose extra weights
+receive exactly zero gradient (activation(0) = 0 and the outgoing padded weights are 0), which is what
+lets `data.train` stack models of different widths into one batched computation.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from data.params import Param, SpecError, positive, resolve
+
+
+class MLP(nn.Sequential):
+    """`depth` hidden ReLU layers of `width` units on flattened inputs.
+
+    A plain `nn.Sequential` of Linear/ReLU, so `data.train` can run many of them with batched matmuls.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int):
+        dims = [math.prod(input_shape)] + [width] * depth
+        layers: list[nn.Module] = [nn.Flatten(start_dim=-len(input_shape))]
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], n_classes))
+        super().__init__(*layers)
+
+
+class CNN1d(nn.Module):
+    """`depth` conv layers (kernel 3, stride 2 after the first, `width` channels, ReLU), global mean-pool, linear head.
+
+    Inputs are 1-D signals [N, L] (MNIST-1D) or flattened images, treated as one channel.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i in range(depth):
+            layers += [nn.Conv1d(c_in, width, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU()]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, n_classes]
+        h = self.features(x.flatten(1).unsqueeze(1))  # [N, 1, L] -> [N, width, L']
+        return self.head(h.mean(-1))
+
+
+@dataclass(frozen=True)
+class ArchDef:
+    build: Callable[..., nn.Module]  # (input_shape, n_classes, **params) -> nn.Module
+    params: Mapping[str, Param]
+    paddable: frozenset[str]
+
+
+ARCHS: Mapping[str, ArchDef] = {
+    "mlp": ArchDef(MLP, {"width": positive(int), "depth": Param(int, 2, lambda v: v >= 1, "must be >= 1")},
+                   frozenset({"width"})),
+    "cnn1d": ArchDef(CNN1d, {"width": positive(int), "depth": Param(int, 3, lambda v: v >= 1, "must be >= 1")},
+                     frozenset({"width"})),
+}
+
+
+def arch_def(arch: str) -> ArchDef:
+    if arch not in ARCHS:
+        raise SpecError(f"arch: unknown architecture {arch!r}; available: {sorted(ARCHS)}")
+    return ARCHS[arch]
+
+
+def arch_params(arch: str, given: Mapping) -> dict:
+    return resolve("arch_params", arch_def(arch).params, given)
+
+
+def build_model(arch: str, input_shape: tuple[int, ...], n_classes: int, params: Mapping,
+                seed: int | None = None) -> nn.Module:
+    """Build a model; with `seed`, its initialisation is a pure function of the seed."""
+    if seed is None:
+        return arch_def(arch).build(input_shape, n_classes, **params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return arch_def(arch).build(input_shape, n_classes, **params)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

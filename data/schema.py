@@ -1,0 +1,67 @@
+"""Column names and dtypes of every table in a zoo directory, declared once.
+
+Frames are validated when they are written and when they are read; an error names the table and the
+offending column. Knob columns (the grid axes: `width`, `batch_size`, `beta`, `lr`, ...) differ per zoo,
+so their dtypes come from the zoo spec and are passed in as `knobs`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+class SchemaError(ValueError):
+    """A table does not match its declared schema (the message names table and column)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    columns: Mapping[str, pl.DataType]
+    nullable: frozenset[str] = field(default_factory=frozenset)
+
+    def empty(self, knobs: Mapping[str, pl.DataType] | None = None) -> pl.DataFrame:
+        return pl.DataFrame(schema={**self.columns, **(knobs or {})})
+
+    def validate(self, df: pl.DataFrame, knobs: Mapping[str, pl.DataType] | None = None) -> pl.DataFrame:
+        """Return `df` with columns in canonical order, or raise SchemaError naming the problem."""
+        expected = {**self.columns, **(knobs or {})}
+        for col, dtype in expected.items():
+            if col not in df.columns:
+                raise SchemaError(f"{self.name}: missing column {col!r} (expected {dtype})")
+            if df.schema[col] != dtype:
+                raise SchemaError(
+                    f"{self.name}: column {col!r} has dtype {df.schema[col]}, expected {dtype}"
+                )
+            if col not in self.nullable and df[col].null_count():
+                raise SchemaError(f"{self.name}: column {col!r} has {df[col].null_count()} null values")
+        unknown = [c for c in df.columns if c not in expected]
+        if unknown:
+            raise SchemaError(f"{self.name}: unexpected column(s) {unknown}")
+        return df.select(list(expected))
+
+
+# One row per model per logged epoch. Accuracies are fractions in [0, 1]; losses are mean cross-entropy
+# in nats, all re-evaluated in eval mode on the full split (not the running training average).
+# `checkpoint` is the path of the stored weights relative to the zoo directory, null for epochs that
+# were logged but not stored.
+CATALOG = Schema(
+    "catalog",
+    {
+        "model_id": pl.String,
+        "arch": pl.String,
+        "seed": pl.Int64,
+        "epoch": pl.Int64,
+        "n_params": pl.Int64,
+        "train_loss": pl.Float64,
+        "train_acc": pl.Float64,
+        "test_loss": pl.Float64,
+        "test_acc": pl.Float64,
+        "checkpoint": pl.String,
+    },
+    nullable=frozenset({"checkpoint"}),
+)
+
+KNOB_DTYPES = {int: pl.Int64, float: pl.Float64}

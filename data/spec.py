@@ -1,0 +1,212 @@
+"""Zoo specs: a TOML file that says what to train (task, architecture, grid) and what the axes mean.
+
+    name = "mnist1d-mlp"
+    task = "mnist1d"
+    arch = "mlp"
+    seeds = [0, 1, 2]
+    [task_params]   n_train, label_noise, data_seed
+    [arch_params]   e.g. depth
+    [training]      epochs, lr, momentum, weight_decay, batch_size, checkpoint_epochs, analysis_epochs
+    [grid]          knob = [values...]  (each knob is a task, architecture or training parameter)
+    [axes.load]         knob = "width",      increases = false  # load falls as capacity grows
+    [axes.temperature]  knob = "batch_size", increases = false  # larger batch = colder
+
+`increases` says whether the physical quantity (load or temperature) rises with the knob's value; views
+use it to orient the axes (capacity growing to the right, hottest row on top) without knowing knob names.
+"""
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data.archs import arch_def, arch_params
+from data.params import Param, SpecError, positive, resolve
+from data.schema import KNOB_DTYPES
+from data.tasks import task_params
+
+TRAINING_PARAMS = {
+    "epochs": positive(int),
+    "lr": positive(float),
+    "momentum": Param(float, 0.0, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "weight_decay": Param(float, 0.0, lambda v: v >= 0.0, "must be >= 0"),
+    "batch_size": positive(int),
+}
+
+
+@dataclass(frozen=True)
+class Axis:
+    knob: str
+    increases: bool  # does the physical quantity (load, temperature) rise with the knob value?
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to train one model of the grid, reproducibly."""
+
+    model_id: str
+    seed: int
+    knobs: tuple[tuple[str, Any], ...]  # the grid coordinates, in spec order
+    task_params: tuple[tuple[str, Any], ...]
+    arch_params: tuple[tuple[str, Any], ...]
+    training: tuple[tuple[str, Any], ...]
+
+    def get(self, section: str) -> dict[str, Any]:
+        return dict(getattr(self, section))
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    name: str
+    description: str
+    task: str
+    arch: str
+    seeds: tuple[int, ...]
+    task_params: Mapping[str, Any]
+    arch_params: Mapping[str, Any]  # base values; grid knobs override them
+    training: Mapping[str, Any]
+    checkpoint_epochs: tuple[int, ...]  # always includes 0, the analysis epochs and the last epoch
+    analysis_epochs: tuple[int, ...]
+    grid: Mapping[str, tuple]
+    load: Axis
+    temperature: Axis
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        return tuple(self.grid)
+
+    @property
+    def knob_dtypes(self) -> dict[str, pl.DataType]:
+        return {k: KNOB_DTYPES[type(v[0])] for k, v in self.grid.items()}
+
+    @property
+    def n_models(self) -> int:
+        n = len(self.seeds)
+        for values in self.grid.values():
+            n *= len(values)
+        return n
+
+    def models(self) -> list[ModelConfig]:
+        """Expand the grid × seeds into per-model configs (deterministic order)."""
+        digits = {k: max(len(str(v)) for v in vals) for k, vals in self.grid.items()}
+        out = []
+        for combo in itertools.product(*self.grid.values()):
+            knobs = dict(zip(self.grid, combo))
+            sections = {"task_params": dict(self.task_params), "arch_params": dict(self.arch_params),
+                        "training": dict(self.training)}
+            for k, v in knobs.items():
+                sections[_section_of(self, k)][k] = v
+            stem = "-".join(_fmt(k, v, digits[k]) for k, v in knobs.items())
+            for seed in self.seeds:
+                out.append(ModelConfig(f"{stem}-s{seed}", seed, tuple(knobs.items()),
+                                       *(tuple(sections[s].items()) for s in ("task_params", "arch_params", "training"))))
+        return out
+
+
+def _fmt(knob: str, value: Any, digits: int) -> str:
+    return f"{knob}{value:0{digits}d}" if isinstance(value, int) else f"{knob}{value:g}"
+
+
+def _section_of(spec: ZooSpec, knob: str) -> str:
+    for section in ("training", "arch_params", "task_params"):
+        if knob in getattr(spec, section):
+            return section
+    raise SpecError(f"grid.{knob}: not a parameter of the task, the architecture or the training")
+
+
+def parse_spec(text: str, source: str = "<spec>") -> ZooSpec:
+    """Parse and fully validate a spec; every error names the offending field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{source}: not valid TOML ({e})") from None
+    try:
+        return _build(raw)
+    except SpecError as e:
+        raise SpecError(f"{source}: {e}") from None
+
+
+def load_spec(path: str | Path) -> ZooSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    return parse_spec(text, str(path))
+
+
+def _require(raw: Mapping, key: str, kind: type) -> Any:
+    if key not in raw:
+        raise SpecError(f"missing field {key!r}")
+    if not isinstance(raw[key], kind):
+        raise SpecError(f"field {key!r} must be a {kind.__name__}, got {raw[key]!r}")
+    return raw[key]
+
+
+def _build(raw: Mapping) -> ZooSpec:
+    known = {"name", "description", "task", "arch", "seeds", "task_params", "arch_params", "training",
+             "grid", "axes"}
+    if unknown := sorted(set(raw) - known):
+        raise SpecError(f"unknown field(s) {unknown}")
+    name, task, arch = (_require(raw, k, str) for k in ("name", "task", "arch"))
+    seeds = tuple(_require(raw, "seeds", list))
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(f"seeds: must be distinct non-negative integers, got {list(seeds)}")
+    grid_raw = _require(raw, "grid", dict)
+    if not grid_raw:
+        raise SpecError("grid: needs at least one knob")
+    grid = {}
+    for knob, values in grid_raw.items():
+        if not isinstance(values, list) or not values or len({type(v) for v in values}) != 1 \
+                or type(values[0]) not in KNOB_DTYPES or len(set(values)) != len(values):
+            raise SpecError(f"grid.{knob}: must be a non-empty list of distinct ints or of distinct floats")
+        grid[knob] = tuple(values)
+
+    # Every grid value must itself pass its parameter's range check, before any training starts.
+    tp_given, ap_given = dict(raw.get("task_params", {})), dict(raw.get("arch_params", {}))
+    tr_given = dict(_require(raw, "training", dict))
+    ckpt = tuple(tr_given.pop("checkpoint_epochs", ()))
+    analysis = tuple(tr_given.pop("analysis_epochs", ()))
+    sections = {"task_params": (tp_given, lambda g: task_params(task, g)),
+                "arch_params": (ap_given, lambda g: arch_params(arch, g)),
+                "training": (tr_given, lambda g: resolve("training", TRAINING_PARAMS, g))}
+    declared = {"task_params": {"n_train", "label_noise", "data_seed"}, "arch_params": set(arch_def(arch).params),
+                "training": set(TRAINING_PARAMS)}
+    resolved = {}
+    for section, (given, check) in sections.items():
+        knobs_here = [k for k in grid if k in declared[section]]
+        resolved[section] = check({**given, **{k: grid[k][0] for k in knobs_here}})
+        for k in knobs_here:
+            for v in grid[k]:
+                check({**given, k: v})
+    for knob in grid:
+        if not any(knob in d for d in declared.values()):
+            raise SpecError(f"grid.{knob}: not a parameter of the task, the architecture or the training")
+
+    epochs = resolved["training"]["epochs"]
+    if "epochs" in grid:
+        raise SpecError("grid.epochs: epochs cannot be a grid knob (checkpoint epochs must be shared)")
+    for e in ckpt + analysis:
+        if not isinstance(e, int) or not 0 <= e <= epochs:
+            raise SpecError(f"training: checkpoint/analysis epoch {e!r} outside [0, {epochs}]")
+    if not analysis:
+        raise SpecError("training.analysis_epochs: name at least one analysis epoch")
+    ckpt = tuple(sorted({0, epochs, *ckpt, *analysis}))
+
+    axes = _require(raw, "axes", dict)
+    parsed_axes = []
+    for which in ("load", "temperature"):
+        ax = axes.get(which)
+        if not isinstance(ax, dict) or "knob" not in ax or not isinstance(ax.get("increases"), bool):
+            raise SpecError(f"axes.{which}: needs knob = \"<grid knob>\" and increases = true|false")
+        if ax["knob"] not in grid:
+            raise SpecError(f"axes.{which}.knob: {ax['knob']!r} is not a grid knob; grid knobs: {list(grid)}")
+        parsed_axes.append(Axis(ax["knob"], ax["increases"]))
+    return ZooSpec(name, str(raw.get("description", "")), task, arch, seeds, resolved["task_params"],
+                   resolved["arch_params"], resolved["training"], ckpt, tuple(sorted(set(analysis))), grid,
+                   *parsed_axes)

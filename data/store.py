@@ -1,0 +1,157 @@
+"""The zoo directory: the one place that knows file names and how they are written.
+
+    <zoo>/spec.toml                               the spec the zoo was generated from (data.spec)
+    <zoo>/catalog.parquet                         one row per model per logged epoch (data.schema.CATALOG)
+    <zoo>/checkpoints/<model_id>/epoch_NNNN.safetensors
+    <zoo>/metrics.parquet, embeddings.parquet     added by the analysis package
+
+Every file is written to a temporary name in the same directory and renamed into place (atomic on POSIX),
+so a killed writer leaves either the old file or the new one, never half of one. The catalog is written
+after the checkpoints it names: a model is part of the zoo exactly when its rows are in the catalog.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import polars as pl
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from data.archs import build_model
+from data.schema import CATALOG, SchemaError
+from data.spec import ModelConfig, ZooSpec, parse_spec
+from data.tasks import TaskData, load_task
+
+SPEC, CATALOG_FILE, CHECKPOINTS = "spec.toml", "catalog.parquet", "checkpoints"
+
+
+class ZooError(ValueError):
+    """A zoo directory is missing, incomplete or corrupt; the message names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete temporaries left by a killed writer; returns how many."""
+    stale = list(root.rglob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def checkpoint_relpath(model_id: str, epoch: int) -> str:
+    return f"{CHECKPOINTS}/{model_id}/epoch_{epoch:04d}.safetensors"
+
+
+def write_checkpoint(root: Path, model_id: str, epoch: int, state: dict[str, torch.Tensor]) -> str:
+    rel = checkpoint_relpath(model_id, epoch)
+    atomic_write(root / rel, lambda tmp: save_file(state, str(tmp)))
+    return rel
+
+
+def write_catalog(root: Path, catalog: pl.DataFrame, spec: ZooSpec) -> None:
+    catalog = CATALOG.validate(catalog, spec.knob_dtypes)
+    atomic_write(root / CATALOG_FILE, lambda tmp: catalog.write_parquet(tmp))
+
+
+def init_zoo_dir(root: Path, spec_text: str) -> ZooSpec:
+    """Create `root` with its spec, or check that an existing zoo there has the same spec (resume)."""
+    spec = parse_spec(spec_text)
+    existing = root / SPEC
+    if existing.exists():
+        if parse_spec(existing.read_text(), str(existing)) != spec:
+            raise ZooError(f"{root} already holds a zoo with a different spec; choose another output directory")
+        return spec
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write(existing, lambda tmp: tmp.write_text(spec_text))
+    except OSError as e:
+        raise ZooError(f"cannot write to output directory {root}: {e.strerror}") from None
+    return spec
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """A zoo directory opened for reading. `Zoo.open` validates spec and catalog up front."""
+
+    root: Path
+    spec: ZooSpec
+    catalog: pl.DataFrame
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Zoo":
+        root = Path(root)
+        if not (root / SPEC).is_file():
+            raise ZooError(f"{root} is not a zoo directory: {SPEC} is missing")
+        spec = parse_spec((root / SPEC).read_text(), str(root / SPEC))
+        return cls(root, spec, read_catalog(root, spec))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def configs(self) -> dict[str, ModelConfig]:
+        return {c.model_id: c for c in self.spec.models()}
+
+    @cached_property
+    def task(self) -> TaskData:
+        return load_task(self.spec.task, **self.spec.task_params)
+
+    def checkpoints(self) -> pl.DataFrame:
+        return self.catalog.filter(pl.col("checkpoint").is_not_null())
+
+    def load_state_dict(self, model_id: str, epoch: int) -> dict[str, torch.Tensor]:
+        row = self.catalog.filter((pl.col("model_id") == model_id) & (pl.col("epoch") == epoch))
+        if row.is_empty() or row["checkpoint"][0] is None:
+            raise ZooError(f"{self.name}: no checkpoint for model {model_id!r} at epoch {epoch}")
+        path = self.root / row["checkpoint"][0]
+        try:
+            return load_file(str(path))
+        except (OSError, SafetensorError) as e:
+            raise ZooError(f"{self.name}: cannot read checkpoint {path}: {e}") from None
+
+    def build_model(self, model_id: str, epoch: int) -> torch.nn.Module:
+        """Rebuild a stored model (CPU, eval mode) with its weights at `epoch`."""
+        if model_id not in self.configs:
+            raise ZooError(f"{self.name}: unknown model {model_id!r}")
+        cfg = self.configs[model_id]
+        task = self.task
+        model = build_model(self.spec.arch, task.input_shape, task.n_classes, cfg.get("arch_params"))
+        model.load_state_dict(self.load_state_dict(model_id, epoch))
+        return model.eval()
+
+
+def read_catalog(root: Path, spec: ZooSpec, missing_ok: bool = False) -> pl.DataFrame:
+    path = root / CATALOG_FILE
+    if not path.exists():
+        if missing_ok:
+            return CATALOG.empty(spec.knob_dtypes)
+        raise ZooError(f"{root}: {CATALOG_FILE} is missing (generate the zoo with `python -m data.generate`)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # polars raises several error types for a damaged file
+        raise ZooError(f"{path}: cannot read the catalog ({type(e).__name__}: {e})") from None
+    try:
+        return CATALOG.validate(df, spec.knob_dtypes)
+    except SchemaError as e:
+        raise ZooError(f"{path}: {e}") from None

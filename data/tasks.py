@@ -1,0 +1,101 @@
+"""Offline classification tasks, generated locally (nothing downloads at run time).
+
+Each task returns a frozen `TaskData` of float32 inputs and int64 labels. Label noise is applied to the
+training split only (Yang et al. 2021 used random labels to expose the under-fitted phases), with its own
+seed so every model of a zoo sees the same noisy labels.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from data.params import Param, SpecError, resolve
+
+
+@dataclass(frozen=True)
+class TaskData:
+    x_train: torch.Tensor  # [N_train, *input_shape] float32
+    y_train: torch.Tensor  # [N_train] int64, possibly noisy
+    x_test: torch.Tensor  # [N_test, *input_shape] float32
+    y_test: torch.Tensor  # [N_test] int64, clean
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device) -> "TaskData":
+        return TaskData(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)),
+                        self.n_classes)
+
+
+COMMON_PARAMS = {
+    "n_train": Param(int, 0, lambda v: v >= 0, "0 (all) or a positive count"),
+    "label_noise": Param(float, 0.0, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)"),
+    "data_seed": Param(int, 0),
+}
+
+
+def _mnist1d() -> tuple[np.ndarray, ...]:
+    # make_dataset generates locally (~2 s, deterministic); get_dataset() would try to download.
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+def _digits() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)  # standardise each pixel; 8×8 flattened to 64
+    rng = np.random.default_rng(0)  # a fixed 80/20 split
+    idx = rng.permutation(len(y))
+    cut = int(0.8 * len(y))
+    return x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    load_raw: Callable[[], tuple[np.ndarray, ...]]
+    n_classes: int
+
+
+TASKS: Mapping[str, TaskDef] = {
+    "mnist1d": TaskDef(_mnist1d, 10),
+    "digits": TaskDef(_digits, 10),
+}
+
+
+def task_params(task: str, given: Mapping) -> dict:
+    if task not in TASKS:
+        raise SpecError(f"task: unknown task {task!r}; available: {sorted(TASKS)}")
+    return resolve("task_params", COMMON_PARAMS, given)
+
+
+@lru_cache(maxsize=4)
+def _raw(task: str) -> tuple[np.ndarray, ...]:
+    return TASKS[task].load_raw()
+
+
+def load_task(task: str, n_train: int = 0, label_noise: float = 0.0, data_seed: int = 0) -> TaskData:
+    """Build a task's data; `n_train` > 0 keeps a seeded subset of the training split."""
+    x, y, xt, yt = _raw(task)
+    rng = np.random.default_rng(data_seed)
+    if n_train:
+        if n_train > len(y):
+            raise SpecError(f"task_params.n_train: {n_train} exceeds the {len(y)} training examples of {task}")
+        keep = np.sort(rng.choice(len(y), n_train, replace=False))
+        x, y = x[keep], y[keep]
+    y = y.copy()
+    n_classes = TASKS[task].n_classes
+    flip = rng.random(len(y)) < label_noise
+    # A flipped label is drawn uniformly from the *other* classes, so `label_noise` is the exact wrong fraction.
+    y[flip] = (y[flip] + rng.integers(1, n_classes, flip.sum())) % n_classes
+    as_x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
+    as_y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))
+    return TaskData(as_x(x), as_y(y), as_x(xt), as_y(yt), n_classes)
