@@ -81,7 +81,9 @@ def arch_params(arch: str, given: Mapping) -> dict:
 
 def build_model(arch: str, input_shape: tuple[int, ...], n_classes: int, params: Mapping,
                 seed: int | None = None) -> nn.Module:
-    """Build a model; with `seed`, its initialisation is a pure function of the seed."""
+    """Build a model (missing parameters take their defaults); with `seed`, its initialisation is a pure
+    function of the seed."""
+    params = arch_params(arch, params)
     if seed is None:
         return arch_def(arch).build(input_shape, n_classes, **params)
     with torch.random.fork_rng(devices=[]):

@@ -5,8 +5,8 @@
 Models that share everything but their seed and their paddable knobs (width) are trained together by
 `data.train.train_batched`; `plan_groups` decides which of them to pad into one computation with a
 simple cost model. Groups run in `--workers` processes (one torch thread each). The main process is the
-only writer: after a group finishes it writes the group's checkpoints, then the catalog, each atomically,
-so a run killed at any moment resumes by skipping the models already in the catalog.
+only writer: it writes each finished group's checkpoints, then (every `--flush-every` seconds) the
+catalog, each atomically, so a run killed at any moment resumes by skipping the models in the catalog.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -30,8 +29,9 @@ from tqdm import tqdm
 from data.archs import arch_def, build_model, n_params
 from data.device import resolve_device
 from data.params import SpecError
+from data.schema import CATALOG
 from data.spec import ModelConfig, ZooSpec
-from data.store import (ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries, write_catalog,
+from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries,
                         write_checkpoint)
 from data.tasks import TaskData, load_task
 from data.train import TrainConfig, TrainResult, steps_per_epoch, train_batched, train_one
@@ -41,8 +41,8 @@ log = logging.getLogger("phasezoo.generate")
 # Cost model of one optimiser step of a group (measured here, 1 thread, small MLPs): a fixed overhead
 # plus a term proportional to models × batch × padded parameters. Padding a model into a group pays
 # off when the overhead it saves exceeds the extra arithmetic on padded zeros.
-STEP_OVERHEAD_S = 3e-4
-SECONDS_PER_PARAM_SAMPLE = 2.2e-10
+STEP_OVERHEAD_S = 1e-4
+SECONDS_PER_PARAM_SAMPLE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -57,52 +57,48 @@ def _group_key(spec: ZooSpec, cfg: ModelConfig) -> tuple:
     return (cfg.task_params, cfg.training, tuple((k, v) for k, v in cfg.arch_params if k not in paddable))
 
 
-def plan_groups(spec: ZooSpec, configs: Sequence[ModelConfig], n_train: int, batched: bool = True) -> list[Group]:
+def plan_groups(spec: ZooSpec, configs: Sequence[ModelConfig], batched: bool = True) -> list[Group]:
     """Partition models into training groups, longest first. `batched=False` gives one model per group."""
-    data = _task(spec.task, next(iter(configs)).task_params) if configs else None
-    size = {c.model_id: n_params(build_model(spec.arch, data.input_shape, data.n_classes, c.get("arch_params")))
-            for c in configs}
     by_key: dict[tuple, list[ModelConfig]] = {}
     for c in configs:
         by_key.setdefault(_group_key(spec, c) if batched else (c.model_id,), []).append(c)
-    groups = []
+    out = []
     for members in by_key.values():
+        data = _task(spec.task, members[0].task_params)
+        size = {c.model_id: n_params(build_model(spec.arch, data.input_shape, data.n_classes, c.get("arch_params")))
+                for c in members}
         tr = members[0].get("training")
-        steps = tr["epochs"] * steps_per_epoch(n_train, tr["batch_size"])
-        per_step = lambda m, p: STEP_OVERHEAD_S + SECONDS_PER_PARAM_SAMPLE * m * tr["batch_size"] * p
+        steps = tr["epochs"] * steps_per_epoch(len(data.y_train), tr["batch_size"])
+        per_step = lambda m, p, b=tr["batch_size"]: STEP_OVERHEAD_S + SECONDS_PER_PARAM_SAMPLE * m * b * p
         current: list[ModelConfig] = []
         for c in sorted(members, key=lambda c: (size[c.model_id], c.model_id)):
-            if current:
-                big = size[c.model_id]  # sorted ascending: the newcomer sets the padded size
-                merged = per_step(len(current) + 1, big)
-                apart = per_step(len(current), size[current[-1].model_id]) + per_step(1, big)
-                if merged > apart:
-                    groups.append(current)
-                    current = []
+            big = size[c.model_id]  # sorted ascending: the newcomer sets the padded size
+            if current and per_step(len(current) + 1, big) > (
+                    per_step(len(current), size[current[-1].model_id]) + per_step(1, big)):
+                out.append(Group(tuple(current), steps * per_step(len(current), size[current[-1].model_id]), steps))
+                current = []
             current.append(c)
-        groups.append(current)
-    out = []
-    for g in groups:
-        tr = g[0].get("training")
-        steps = tr["epochs"] * steps_per_epoch(n_train, tr["batch_size"])
-        cost = steps * (STEP_OVERHEAD_S + SECONDS_PER_PARAM_SAMPLE * len(g) * tr["batch_size"] * size[g[-1].model_id])
-        out.append(Group(tuple(g), cost, steps))
+        out.append(Group(tuple(current), steps * per_step(len(current), size[current[-1].model_id]), steps))
     return sorted(out, key=lambda g: -g.est_seconds)
 
 
-@lru_cache(maxsize=8)
-def _task(task: str, params: tuple) -> TaskData:
-    return load_task(task, **dict(params))
-
-
-# ----------------------------------------------------------------------------- worker side
+# Task data by (task, task_params). The main process builds it once and hands it to the workers, which
+# would otherwise each spend seconds regenerating it.
+_TASKS: dict[tuple[str, tuple], TaskData] = {}
 _progress: "mp.Queue | None" = None
 
 
-def _init_worker(progress) -> None:
+def _task(task: str, params: tuple) -> TaskData:
+    if (task, params) not in _TASKS:
+        _TASKS[task, params] = load_task(task, **dict(params))
+    return _TASKS[task, params]
+
+
+def _init_worker(progress: "mp.Queue", tasks: dict) -> None:
     global _progress
     torch.set_num_threads(1)  # two workers on two cores: more threads only oversubscribe
     _progress = progress
+    _TASKS.update(tasks)
 
 
 def train_group(spec: ZooSpec, configs: Sequence[ModelConfig], device: str) -> list[TrainResult]:
@@ -114,8 +110,8 @@ def train_group(spec: ZooSpec, configs: Sequence[ModelConfig], device: str) -> l
     models = [build_model(spec.arch, data.input_shape, data.n_classes, c.get("arch_params"), seed=c.seed).to(dev)
               for c in configs]
     report = (lambda steps: _progress.put(steps)) if _progress is not None else (lambda steps: None)
-    if len(models) == 1:
-        return [train_one(models[0], data, cfg, configs[0].seed, spec.checkpoint_epochs, report)]
+    if len(models) == 1 or any(dict(m.named_buffers()) for m in models):  # buffers (BatchNorm): one at a time
+        return [train_one(m, data, cfg, c.seed, spec.checkpoint_epochs, report) for m, c in zip(models, configs)]
     return train_batched(models, data, cfg, [c.seed for c in configs], spec.checkpoint_epochs, report)
 
 
@@ -126,7 +122,6 @@ def catalog_rows(spec: ZooSpec, cfg: ModelConfig, result: TrainResult, paths: di
     rows = [{"model_id": cfg.model_id, "arch": spec.arch, "seed": cfg.seed, "epoch": h.epoch, "n_params": n,
              "train_loss": h.train_loss, "train_acc": h.train_acc, "test_loss": h.test_loss,
              "test_acc": h.test_acc, "checkpoint": paths.get(h.epoch), **knobs} for h in result.history]
-    from data.schema import CATALOG
     return pl.DataFrame(rows, schema={**CATALOG.columns, **spec.knob_dtypes})
 
 
@@ -139,10 +134,12 @@ class GenerateReport:
 
 
 def generate(spec_path: str | Path, out: str | Path, workers: int | None = None, device: str = "auto",
-             batched: bool = True, progress: bool = True) -> GenerateReport:
-    spec_text = Path(spec_path).read_text() if Path(spec_path).is_file() else None
-    if spec_text is None:
-        raise SpecError(f"cannot read spec {spec_path}")
+             batched: bool = True, progress: bool = True, flush_every: float = 5.0) -> GenerateReport:
+    t0 = time.perf_counter()
+    try:
+        spec_text = Path(spec_path).read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec {spec_path}: {e.strerror}") from None
     root = Path(out)
     spec = init_zoo_dir(root, spec_text)
     resolve_device(device)  # fail now, not in a worker, if CUDA is asked for and absent
@@ -153,32 +150,32 @@ def generate(spec_path: str | Path, out: str | Path, workers: int | None = None,
     pending = [c for c in spec.models() if c.model_id not in done]
     if not pending:
         return GenerateReport(0, len(done), 0, 0.0)
-    n_train = len(_task(spec.task, pending[0].task_params).y_train)
-    groups = plan_groups(spec, pending, n_train, batched)
+    groups = plan_groups(spec, pending, batched)
     workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
     log.info("%s: %d models to train (%d already done) in %d groups on %d worker(s)",
              spec.name, len(pending), len(done), len(groups), workers)
-    t0 = time.perf_counter()
     ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and with CUDA
-    with ctx.Manager() as manager:
-        steps_q = manager.Queue()
-        bar = tqdm(total=sum(g.steps for g in groups), unit="step", disable=not progress, smoothing=0.05,
-                   desc=f"{spec.name}: {len(pending)} models", file=sys.stderr)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(steps_q,)) as pool:
-            futures = {pool.submit(train_group, spec, g.configs, device): g for g in groups}
-            try:
-                while futures:
-                    finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                    _drain(steps_q, bar)
-                    for fut in finished:
-                        group = futures.pop(fut)
-                        catalog = _store_group(root, spec, catalog, group, fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-        _drain(steps_q, bar)
-        bar.close()
+    steps_q = ctx.Queue()
+    bar = tqdm(total=sum(g.steps for g in groups), unit="step", disable=not progress, smoothing=0.05,
+               desc=f"{spec.name}: {len(pending)} models", file=sys.stderr)
+    writer = _Writer(root, spec, catalog, flush_every)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(steps_q, dict(_TASKS))) as pool:
+        futures = {pool.submit(train_group, spec, g.configs, device): g for g in groups}
+        try:
+            while futures:
+                finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(steps_q, bar)
+                for fut in finished:
+                    writer.add(futures.pop(fut).configs, fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        finally:
+            writer.flush()  # keep every finished group, also when another one failed
+    _drain(steps_q, bar)
+    bar.close()
     return GenerateReport(len(pending), len(done), len(groups), time.perf_counter() - t0)
 
 
@@ -190,16 +187,27 @@ def _drain(q, bar: tqdm) -> None:
         pass
 
 
-def _store_group(root: Path, spec: ZooSpec, catalog: pl.DataFrame, group: Group,
-                 results: Sequence[TrainResult]) -> pl.DataFrame:
-    new = []
-    for cfg, res in zip(group.configs, results):
-        paths = {e: write_checkpoint(root, cfg.model_id, e, sd) for e, sd in sorted(res.checkpoints.items())}
-        n = sum(t.numel() for t in next(iter(res.checkpoints.values())).values())
-        new.append(catalog_rows(spec, cfg, res, paths, n))
-    catalog = pl.concat([catalog, *new]).sort("model_id", "epoch")
-    write_catalog(root, catalog, spec)  # last: the group becomes part of the zoo only now
-    return catalog
+class _Writer:
+    """Writes finished groups: checkpoints at once, their catalog rows at most every `flush_s` seconds.
+
+    A group is part of the zoo once the catalog naming it is written (after its checkpoints, which are
+    synced to disk first), so a kill loses at most `flush_s` seconds of finished work and corrupts nothing;
+    rewriting the catalog after every one of hundreds of single-model tasks would cost more than training.
+    """
+
+    def __init__(self, root: Path, spec: ZooSpec, catalog: pl.DataFrame, flush_s: float):
+        self.root, self.spec = root, spec
+        self.log = TableLog(root / CATALOG_FILE, CATALOG, catalog, key=["model_id", "epoch"],
+                            knobs=spec.knob_dtypes, flush_s=flush_s, before_flush=os.sync)
+
+    def add(self, configs: Sequence[ModelConfig], results: Sequence[TrainResult]) -> None:
+        for cfg, res in zip(configs, results):
+            paths = {e: write_checkpoint(self.root, cfg.model_id, e, sd) for e, sd in sorted(res.checkpoints.items())}
+            n = sum(t.numel() for t in next(iter(res.checkpoints.values())).values())
+            self.log.add(catalog_rows(self.spec, cfg, res, paths, n))
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,11 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     ap.add_argument("--sequential", action="store_true", help="one model at a time (the baseline; slower)")
+    ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS",
+                    help="rewrite the catalog at most this often: the finished work a kill can cost (default 5)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet)
+        rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet,
+                       args.flush_every)
     except (SpecError, ZooError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

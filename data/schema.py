@@ -65,3 +65,26 @@ CATALOG = Schema(
 )
 
 KNOB_DTYPES = {int: pl.Int64, float: pl.Float64}
+
+# Long format, one row per value, so new metrics never change the schema. `other_id` is set for pair
+# metrics (the second model), `split` for data metrics ("train"/"test"), `layer` for per-layer values
+# (the module path, e.g. "1"), `coord` for curves (t along a path, λ on a spectral-density grid).
+# `params_hash` identifies the metric's parameters, so reruns with other settings never collide.
+# A failed computation is kept as a row with a null value and the reason in `error`.
+METRICS = Schema(
+    "metrics",
+    {
+        "model_id": pl.String,
+        "other_id": pl.String,
+        "epoch": pl.Int64,
+        "metric": pl.String,
+        "split": pl.String,
+        "layer": pl.String,
+        "coord": pl.Float64,
+        "value": pl.Float64,
+        "stderr": pl.Float64,
+        "params_hash": pl.String,
+        "error": pl.String,
+    },
+    nullable=frozenset({"other_id", "split", "layer", "coord", "value", "stderr", "error"}),
+)

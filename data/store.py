@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,26 +25,32 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.archs import build_model
-from data.schema import CATALOG, SchemaError
+from data.schema import CATALOG, METRICS, Schema, SchemaError
 from data.spec import ModelConfig, ZooSpec, parse_spec
 from data.tasks import TaskData, load_task
 
-SPEC, CATALOG_FILE, CHECKPOINTS = "spec.toml", "catalog.parquet", "checkpoints"
+SPEC, CATALOG_FILE, CHECKPOINTS, METRICS_FILE = "spec.toml", "catalog.parquet", "checkpoints", "metrics.parquet"
+BUILTIN_ZOOS = Path(__file__).parent / "zoos"  # committed zoos, one directory each
 
 
 class ZooError(ValueError):
     """A zoo directory is missing, incomplete or corrupt; the message names the file."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it (if `durable`), then rename it over `path`.
+
+    The rename alone makes the write atomic against a killed process; the fsync also against power loss.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a zoo is meant to be shared
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,14 +70,55 @@ def checkpoint_relpath(model_id: str, epoch: int) -> str:
 
 
 def write_checkpoint(root: Path, model_id: str, epoch: int, state: dict[str, torch.Tensor]) -> str:
+    """Atomic but not individually fsynced: the writer syncs once before the catalog that names them."""
     rel = checkpoint_relpath(model_id, epoch)
-    atomic_write(root / rel, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(root / rel, lambda tmp: save_file(state, str(tmp)), durable=False)
     return rel
 
 
-def write_catalog(root: Path, catalog: pl.DataFrame, spec: ZooSpec) -> None:
-    catalog = CATALOG.validate(catalog, spec.knob_dtypes)
-    atomic_write(root / CATALOG_FILE, lambda tmp: catalog.write_parquet(tmp))
+class TableLog:
+    """A parquet table that grows by appended rows, rewritten atomically at most every `flush_s` seconds.
+
+    The one writer of its file. Rows whose `key` columns match appended rows are replaced (a rerun's
+    result supersedes a stored failure). `before_flush` runs first (e.g. syncing files the rows name).
+    """
+
+    def __init__(self, path: Path, schema: Schema, table: pl.DataFrame, *, key: Sequence[str],
+                 knobs: Mapping[str, pl.DataType] | None = None, flush_s: float = 5.0,
+                 before_flush: Callable[[], None] = lambda: None):
+        self.path, self.schema, self.knobs, self.key = path, schema, knobs, list(key)
+        self.table, self.flush_s, self.before_flush = table, flush_s, before_flush
+        self.pending: list[pl.DataFrame] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, rows: pl.DataFrame) -> None:
+        self.pending.append(rows)
+        if time.monotonic() - self.last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.before_flush()
+        new = pl.concat(self.pending)
+        key = pl.concat_str([pl.col(k).cast(pl.String).fill_null("\0") for k in self.key], separator="\x1f")
+        kept = self.table.filter(~key.is_in(new.select(key).to_series().implode()))
+        table = self.schema.validate(pl.concat([kept, new]).sort(self.key), self.knobs)
+        atomic_write(self.path, lambda tmp: table.write_parquet(tmp))
+        self.table, self.pending, self.last_flush = table, [], time.monotonic()
+
+
+def read_metrics(root: Path) -> pl.DataFrame:
+    """The zoo's metrics table (validated), or an empty one if none has been computed."""
+    path = root / METRICS_FILE
+    if not path.exists():
+        return METRICS.empty()
+    try:
+        return METRICS.validate(pl.read_parquet(path))
+    except SchemaError as e:
+        raise ZooError(f"{path}: {e}") from None
+    except Exception as e:  # polars raises several error types for a damaged file
+        raise ZooError(f"{path}: cannot read the metrics table ({type(e).__name__}: {e})") from None
 
 
 def init_zoo_dir(root: Path, spec_text: str) -> ZooSpec:
@@ -139,6 +187,12 @@ class Zoo:
         model = build_model(self.spec.arch, task.input_shape, task.n_classes, cfg.get("arch_params"))
         model.load_state_dict(self.load_state_dict(model_id, epoch))
         return model.eval()
+
+
+def builtin_zoos() -> list[Path]:
+    """Directories of the committed zoos, the default (mnist1d-mlp) first."""
+    found = sorted(p.parent for p in BUILTIN_ZOOS.glob(f"*/{SPEC}"))
+    return sorted(found, key=lambda p: p.name != "mnist1d-mlp")
 
 
 def read_catalog(root: Path, spec: ZooSpec, missing_ok: bool = False) -> pl.DataFrame:

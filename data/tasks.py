@@ -6,9 +6,13 @@ seed so every model of a zoo sees the same noisy labels.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,13 +65,14 @@ def _digits() -> tuple[np.ndarray, ...]:
 
 @dataclass(frozen=True)
 class TaskDef:
-    load_raw: Callable[[], tuple[np.ndarray, ...]]
+    load_raw: Callable[[], tuple[np.ndarray, ...]]  # (x_train, y_train, x_test, y_test)
     n_classes: int
+    package: str  # the package that generates or ships the data (its version keys the cache)
 
 
 TASKS: Mapping[str, TaskDef] = {
-    "mnist1d": TaskDef(_mnist1d, 10),
-    "digits": TaskDef(_digits, 10),
+    "mnist1d": TaskDef(_mnist1d, 10, "mnist1d"),
+    "digits": TaskDef(_digits, 10, "scikit-learn"),
 }
 
 
@@ -77,9 +82,31 @@ def task_params(task: str, given: Mapping) -> dict:
     return resolve("task_params", COMMON_PARAMS, given)
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("PHASEZOO_CACHE", Path.home() / ".cache" / "phasezoo"))
+
+
 @lru_cache(maxsize=4)
 def _raw(task: str) -> tuple[np.ndarray, ...]:
-    return TASKS[task].load_raw()
+    """The task's arrays, generated once per machine and then read from a cache file (ms instead of
+    seconds: every worker process needs them). The key carries the generating package's version."""
+    package = TASKS[task].package
+    path = cache_dir() / f"{task}-{package}-{metadata.version(package)}.npz"
+    try:
+        with np.load(path) as f:
+            return tuple(f[k] for k in ("x", "y", "x_test", "y_test"))
+    except (OSError, KeyError, ValueError):
+        pass  # absent or damaged: regenerate
+    arrays = TASKS[task].load_raw()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **dict(zip(("x", "y", "x_test", "y_test"), arrays)))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the regeneration next time
+    return arrays
 
 
 def load_task(task: str, n_train: int = 0, label_noise: float = 0.0, data_seed: int = 0) -> TaskData:

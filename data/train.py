@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from data.stacked_mlp import StackedMLPStep, layer_plan
 from data.tasks import TaskData
 
 StateDict = dict[str, torch.Tensor]
@@ -191,13 +192,28 @@ class BatchedModels:
         return [(lo / len(y), c / len(y)) for lo, c in zip(loss.tolist(), correct.tolist())]
 
 
+def _make_step(batch: BatchedModels, cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One SGD step on all models: written-out backward for Linear/activation stacks, autograd otherwise."""
+    plan = layer_plan(batch.template)
+    if plan is not None:
+        return StackedMLPStep(batch.params, plan, cfg.lr, cfg.momentum, cfg.weight_decay)
+    opt = torch.optim.SGD(batch.params.values(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:  # x: [M, b, ...], y: [M, b]
+        per_model = F.cross_entropy(batch.forward(x).transpose(1, 2), y, reduction="none").mean(1)
+        opt.zero_grad(set_to_none=True)
+        per_model.sum().backward()  # the sum gives each model exactly its own gradient
+        opt.step()
+    return step
+
+
 def train_batched(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig, seeds: Sequence[int],
                   checkpoint_epochs: Sequence[int],
                   on_epoch: Callable[[int], None] = lambda steps: None) -> list[TrainResult]:
     """Train M models together; result m equals `train_one(models[m], ..., seeds[m])` up to rounding."""
     batch = BatchedModels(models)
     M, n, B = len(batch), len(data.y_train), cfg.batch_size
-    opt = torch.optim.SGD(batch.params.values(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step = _make_step(batch, cfg)
     gens = [torch.Generator().manual_seed(order_seed(s)) for s in seeds]
     histories = [[_log(0, tr, te)] for tr, te in zip(batch.evaluate(data.x_train, data.y_train),
                                                       batch.evaluate(data.x_test, data.y_test))]
@@ -214,11 +230,7 @@ def train_batched(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig,
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(data.x_train.device)  # [M, n]
         for i in range(0, n, B):
             idx = perms[:, i:i + B]  # [M, b]
-            logits = batch.forward(data.x_train[idx])  # [M, b, C]
-            per_model = F.cross_entropy(logits.transpose(1, 2), data.y_train[idx], reduction="none").mean(1)
-            opt.zero_grad(set_to_none=True)
-            per_model.sum().backward()
-            opt.step()
+            step(data.x_train[idx], data.y_train[idx])
         for m, (tr, te) in enumerate(zip(batch.evaluate(data.x_train, data.y_train),
                                          batch.evaluate(data.x_test, data.y_test))):
             histories[m].append(_log(epoch, tr, te))

@@ -1,0 +1,43 @@
+# PhaseZoo. Two commands do all set-up on a fresh machine:
+#   make run    create .venv if missing, install requirements.txt, serve the dashboard on the default zoo
+#   make test   the same set-up, then the whole test suite
+PY      ?= python3
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+PORT    ?= 8501
+STAMP   := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+# Small-model autograd on 2 cores is many times slower with oversubscribed threads.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: run test zoo metrics bench screenshots clean-venv
+
+$(STAMP): requirements.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: $(STAMP)
+	$(PYTHON) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+# Regenerate the committed default zoo (resumable: rerun after an interruption).
+zoo: $(STAMP)
+	$(PYTHON) -m data.generate data/specs/mnist1d-mlp.toml --out data/zoos/mnist1d-mlp
+
+# Every registered metric over the default zoo's analysis epochs (resumable).
+metrics: $(STAMP)
+	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp
+
+bench: $(STAMP)
+	$(PYTHON) bench/bench_generate.py
+	$(PYTHON) bench/bench_hessian.py
+
+screenshots: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PYTHON) docs/screenshots.py
+
+clean-venv:
+	rm -rf $(VENV)

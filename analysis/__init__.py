@@ -1,0 +1,1 @@
+"""Everything computed about models and zoos. Reads what `data` hands it; never imports Streamlit."""

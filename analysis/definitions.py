@@ -1,0 +1,246 @@
+"""The built-in metrics (science.md §2), registered with `analysis.registry`.
+
+Every metric here is a thin adapter: choose inputs (a fixed, seeded probe set), call a pure kernel
+(analysis.hessian/spectral/cka/connectivity/weights), and emit `Value` rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analysis.cka import linear_cka
+from analysis.connectivity import PathProfile, bezier_curve, linear_path
+from analysis.hessian import HessianOperator, parameter_groups
+from analysis.registry import ModelInput, Output, Value, register
+from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
+from analysis.weights import PERCENTILES, weight_report
+from data.tasks import TaskData
+from data.train import evaluate
+
+SPLITS = ("train", "test")
+
+
+def probe_set(task: TaskData, split: str, n_batches: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """A fixed, seeded set of n_batches × batch_size examples of a split (all of it if smaller)."""
+    x, y = (task.x_train, task.y_train) if split == "train" else (task.x_test, task.y_test)
+    n = min(len(y), n_batches * batch_size)
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].to(y.device)
+    return x[idx], y[idx]
+
+
+def _check_finite(m: ModelInput) -> None:
+    for name, p in m.model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ValueError(f"model {m.model_id}: parameter {name!r} has non-finite values")
+
+
+# ----------------------------------------------------------------------------- performance
+@register("performance", scope="model", needs_data=True, outputs=[
+    Output("train_loss", "higher = worse fit of the training set", log_scale=True, role="fit", unit="nats"),
+    Output("train_acc", "higher = better fit of the training set", unit="fraction"),
+    Output("test_loss", "higher = worse generalisation", log_scale=True, unit="nats"),
+    Output("test_acc", "higher = better generalisation", unit="fraction"),
+    Output("generalization_gap", "train_acc − test_acc; higher = more over-fitted", unit="fraction"),
+])
+def performance(m: ModelInput) -> list[Value]:
+    """Train/test loss and accuracy re-evaluated in eval mode on the full splits (training labels as
+    trained, noise included), and the generalisation gap."""
+    _check_finite(m)
+    tr_loss, tr_acc = evaluate(m.model, m.task.x_train, m.task.y_train)
+    te_loss, te_acc = evaluate(m.model, m.task.x_test, m.task.y_test)
+    return [Value("train_loss", tr_loss, split="train"), Value("train_acc", tr_acc, split="train"),
+            Value("test_loss", te_loss, split="test"), Value("test_acc", te_acc, split="test"),
+            Value("generalization_gap", tr_acc - te_acc)]
+
+
+# ----------------------------------------------------------------------------- Hessian
+@register("hessian", scope="model", needs_data=True, outputs=[
+    Output("hessian_top_eigenvalue", "higher = sharper minimum", log_scale=True, role="sharpness",
+           coord="rank"),
+    Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness"),
+    Output("hessian_trace_hutchinson", "higher = sharper minimum", log_scale=True),
+    Output("hessian_esd", "spectral density of the Hessian", coord="eigenvalue"),
+])
+def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10, batch_size: int = 64,
+            k: int = 3, tol: float = 1e-4, max_iter: int = 100, gradient_start: bool = True, sketch: int = 20,
+            rtol: float = 0.02,
+            hutchinson_probes: int = 100, slq_probes: int = 5, slq_steps: int = 60, seed: int = 0) -> list[Value]:
+    """Hessian of the mean cross-entropy on a fixed probe set (PTMZ: 10 × 64 examples) per split, eval mode:
+    top-k eigenvalues by Lanczos (stderr = the Ritz residual; the Krylov space starts from the loss
+    gradient, which in trained networks lies mostly in the top eigenspace — Gur-Ari, Roberts & Dyer 2018),
+    trace by Hutch++ and by Hutchinson (with their standard errors), and the spectral density by
+    stochastic Lanczos quadrature (coord = λ)."""
+    _check_finite(m)
+    out: list[Value] = []
+    for split in splits:
+        x, y = probe_set(m.task, split, n_batches, batch_size, seed)
+        with HessianOperator(m.model, x, y) as H:
+            dev = H.device
+            eig = lanczos_topk(H.matvec, H.n, min(k, H.n), tol=tol, max_iter=max_iter, seed=seed, device=dev,
+                               start=H.gradient() if gradient_start else None)
+            out += [Value("hessian_top_eigenvalue", v, r, split, coord=float(i + 1))
+                    for i, (v, r) in enumerate(zip(eig.values.tolist(), eig.residuals.tolist()))]
+            tpp = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=dev)
+            out.append(Value("hessian_trace_hutchpp", tpp.value, tpp.stderr, split))
+            th = hutchinson(H.matvec, H.n, hutchinson_probes, seed=seed, device=dev)
+            out.append(Value("hessian_trace_hutchinson", th.value, th.stderr, split))
+            dens = slq_density(H.matvec, H.n, probes=slq_probes, steps=slq_steps, grid_points=200, seed=seed,
+                               device=dev)
+            out += [Value("hessian_esd", d, None, split, coord=g)
+                    for g, d in zip(dens.grid.tolist(), dens.density.tolist())]
+    return out
+
+
+@register("hessian_trace_exact", scope="model", needs_data=True, applies=is_relu_mlp, outputs=[
+    Output("hessian_trace_exact", "higher = sharper minimum (exact, ReLU perceptrons only)", log_scale=True,
+           role="sharpness"),
+])
+def hessian_trace_exact(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10,
+                        batch_size: int = 64, seed: int = 0) -> list[Value]:
+    """The exact Hessian trace on the same probe sets as `hessian`, for ReLU perceptrons: Tr H equals the
+    Gauss-Newton trace there (analysis.relu_trace), computed from C backward passes with no variance."""
+    _check_finite(m)
+    return [Value("hessian_trace_exact", relu_mlp_hessian_trace(m.model, probe_set(m.task, s, n_batches, batch_size,
+                                                                                    seed)[0]), 0.0, s)
+            for s in splits]
+
+
+@register("hessian_layers", scope="model", needs_data=True, outputs=[
+    Output("hessian_layer_top_eigenvalue", "higher = sharper along this layer", log_scale=True, per_layer=True),
+    Output("hessian_layer_trace", "higher = sharper along this layer", log_scale=True, per_layer=True),
+])
+def hessian_layers(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_batches: int = 10,
+                   batch_size: int = 64, tol: float = 1e-4, max_iter: int = 100, sketch: int = 10,
+                   rtol: float = 0.02, seed: int = 0) -> list[Value]:
+    """Top eigenvalue and trace (Hutch++) of each parameter group's diagonal Hessian block (a layer's
+    weight and bias), on the training probe set."""
+    _check_finite(m)
+    out: list[Value] = []
+    for split in splits:
+        x, y = probe_set(m.task, split, n_batches, batch_size, seed)
+        for layer, names in parameter_groups(m.model).items():
+            with HessianOperator(m.model, x, y, names=names) as H:
+                eig = lanczos_topk(H.matvec, H.n, 1, tol=tol, max_iter=max_iter, seed=seed, device=H.device)
+                tr = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=H.device)
+            out += [Value("hessian_layer_top_eigenvalue", eig.values[0].item(), eig.residuals[0].item(), split, layer),
+                    Value("hessian_layer_trace", tr.value, tr.stderr, split, layer)]
+    return out
+
+
+# ----------------------------------------------------------------------------- data-free
+@register("weights", scope="model", needs_data=False, outputs=[
+    Output("weight_mean", "mean weight", per_layer=True),
+    Output("weight_var", "weight variance", per_layer=True, log_scale=True),
+    *[Output(f"weight_p{p:02d}", f"{p}th weight percentile", per_layer=True) for p in PERCENTILES],
+    Output("spectral_norm", "largest singular value; per model: mean over layers of log σ₁", per_layer=True),
+    Output("stable_rank", "‖W‖²_F/‖W‖²₂; higher = more spread spectrum", per_layer=True),
+    Output("alpha", "power-law tail exponent of WᵀW/N: ≈2–4 well trained, >6 random-like, <2 over-trained",
+           per_layer=True, role="data-free"),
+    Output("alpha_ks", "KS distance of the α fit; lower = better fit", per_layer=True),
+])
+def weights(m: ModelInput) -> list[Value]:
+    """Per-layer weight statistics, spectral norm, stable rank and heavy-tail α (with the fit's KS
+    distance); per-model rows (layer = null) average them over layers (log spectral norm for σ₁)."""
+    report = weight_report(m.model.state_dict())
+    out: list[Value] = []
+    for lw in report:
+        out += [Value("weight_mean", lw.mean, layer=lw.layer), Value("weight_var", lw.var, layer=lw.layer),
+                *[Value(f"weight_p{p:02d}", q, layer=lw.layer) for p, q in lw.percentiles.items()],
+                Value("spectral_norm", lw.spectral_norm, layer=lw.layer),
+                Value("stable_rank", lw.stable_rank, layer=lw.layer)]
+        if lw.alpha is not None:
+            out += [Value("alpha", lw.alpha.alpha, layer=lw.layer), Value("alpha_ks", lw.alpha.ks_distance, layer=lw.layer)]
+    mean = lambda xs: sum(xs) / len(xs)
+    out += [Value("spectral_norm", mean([torch.tensor(lw.spectral_norm).log().item() for lw in report])),
+            Value("stable_rank", mean([lw.stable_rank for lw in report]))]
+    fitted = [lw.alpha for lw in report if lw.alpha is not None]
+    if fitted:
+        out += [Value("alpha", mean([a.alpha for a in fitted])), Value("alpha_ks", mean([a.ks_distance for a in fitted]))]
+    return out
+
+
+# ----------------------------------------------------------------------------- CKA
+def _cka_values(name: str, xa: torch.Tensor, xb: torch.Tensor) -> list[Value]:
+    return [Value(name, linear_cka(xa, xb)), Value(f"{name}_debiased", linear_cka(xa, xb, debiased=True))]
+
+
+@register("cka_logits_test", scope="pair", needs_data=True, outputs=[
+    Output("cka_logits_test", "higher = more similar representations", role="similarity"),
+    Output("cka_logits_test_debiased", "higher = more similar representations"),
+])
+def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_size: int = 125) -> list[Value]:
+    """PTMZ's variant: linear CKA of raw logits on test batches, computed per batch and averaged
+    (stderr over batches); biased and debiased."""
+    x = a.task.x_test
+    rows: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for i in range(n_batches):
+            xb = x[i * batch_size:(i + 1) * batch_size]
+            if len(xb) < 4:
+                break
+            for v in _cka_values("cka_logits_test", a.model(xb), b.model(xb)):
+                rows.setdefault(v.metric, []).append(v.value)
+    out = []
+    for name, vals in rows.items():
+        t = torch.tensor(vals, dtype=torch.float64)
+        out.append(Value(name, t.mean().item(), (t.std() / len(t) ** 0.5).item() if len(t) > 1 else None, "test"))
+    return out
+
+
+@register("cka_softmax_mixup", scope="pair", needs_data=True, outputs=[
+    Output("cka_softmax_mixup", "higher = more similar representations", role="similarity"),
+    Output("cka_softmax_mixup_debiased", "higher = more similar representations"),
+])
+def cka_softmax_mixup(a: ModelInput, b: ModelInput, *, n: int = 640, beta: float = 16.0, seed: int = 0) -> list[Value]:
+    """Yang et al.'s variant: linear CKA of softmax outputs on mixup inputs of training examples,
+    λ ~ Beta(16, 16) (on raw training data CKA is trivially high once models fit it)."""
+    rng = np.random.default_rng(seed)
+    x = a.task.x_train
+    i, j = (torch.as_tensor(rng.integers(0, len(x), n), device=x.device) for _ in range(2))
+    lam = torch.as_tensor(rng.beta(beta, beta, n), dtype=x.dtype, device=x.device).view(-1, *[1] * (x.ndim - 1))
+    mixed = lam * x[i] + (1 - lam) * x[j]
+    with torch.no_grad():
+        return [Value(v.metric, v.value, None, "train") for v in
+                _cka_values("cka_softmax_mixup", a.model(mixed).softmax(-1), b.model(mixed).softmax(-1))]
+
+
+# ----------------------------------------------------------------------------- mode connectivity
+def _path_values(prefix: str, p: PathProfile) -> list[Value]:
+    return [Value(prefix, p.mc, split="train"),
+            Value(f"{prefix}_endpoint_dominated", float(p.endpoint_dominated), split="train"),
+            *[Value(f"{prefix}_error", e, split="train", coord=t) for t, e in zip(p.t, p.error)],
+            *[Value(f"{prefix}_loss", lo, split="train", coord=t) for t, lo in zip(p.t, p.loss)]]
+
+
+def _path_outputs(prefix: str, what: str) -> list[Output]:
+    return [Output(prefix, f"mc along the {what} (training error, % points): < 0 barrier, > 0 ends not "
+                           "converged, ≈ 0 well connected", role="connectivity", unit="% points"),
+            Output(f"{prefix}_endpoint_dominated", "1 if t* is an end point (mc then measures end-point difference)"),
+            Output(f"{prefix}_error", f"training error (%) along the {what}", coord="t", unit="%"),
+            Output(f"{prefix}_loss", f"training loss along the {what}", coord="t", unit="nats")]
+
+
+def _params(m: ModelInput) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in m.model.named_parameters()}
+
+
+@register("mc_linear", scope="pair", needs_data=True, outputs=_path_outputs("mc_linear", "straight line"))
+def mc_linear(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
+    """Mode connectivity on the straight line between the two models (11 points), training split."""
+    for m in (a, b):
+        _check_finite(m)
+    return _path_values("mc_linear", linear_path(a.model, _params(a), _params(b), a.task.x_train, a.task.y_train,
+                                                 points))
+
+
+@register("mc_bezier", scope="pair", needs_data=True, outputs=_path_outputs("mc_bezier", "trained Bézier curve"))
+def mc_bezier(a: ModelInput, b: ModelInput, *, epochs: int = 10, lr: float = 0.05, batch_size: int = 128,
+              weight_decay: float = 5e-4, seed: int = 0) -> list[Value]:
+    """Mode connectivity on a quadratic Bézier curve trained between the two models (PTMZ: 10 epochs,
+    batch 128, wd 5e-4, momentum 0.9, Garipov schedule), evaluated at t ∈ {0, .25, .5, .75, 1}."""
+    for m in (a, b):
+        _check_finite(m)
+    prof = bezier_curve(a.model, _params(a), _params(b), a.task.x_train, a.task.y_train, epochs=epochs, lr=lr,
+                        batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    return _path_values("mc_bezier", prof)

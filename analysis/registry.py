@@ -1,0 +1,135 @@
+"""The metric registry: every metric the runner, the CLI and the dashboard know, declared once.
+
+A registered `Metric` is a unit of computation (a function of one model, or of a pair of models) that
+emits rows for one or more `Output`s. Each output declares its sign convention, log scale and role in the
+phase taxonomy, so pickers and colour scales need no special cases. A new metric is a decorated function:
+
+    @register("my_metric", scope="model", needs_data=True, outputs=[Output("my_value", "higher = ...")])
+    def my_metric(m: ModelInput, *, seed: int = 0) -> list[Value]: ...
+
+Keyword arguments with defaults are the metric's parameters; their values enter `params_hash`, so rows
+computed with other settings never collide.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from data.tasks import TaskData
+
+
+class MetricError(ValueError):
+    """An unknown metric name, or a metric that cannot run on the given models."""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    sign: str  # what a larger value means, in words
+    log_scale: bool = False
+    role: str = ""  # its role in the phase taxonomy (science.md §1), "" if none
+    unit: str = ""
+    coord: str = ""  # what `coord` holds for curve outputs ("t", "eigenvalue", "rank"), "" for scalars
+    per_layer: bool = False
+
+
+@dataclass(frozen=True)
+class Value:
+    """One emitted number; the runner adds model ids, epoch and the parameter hash."""
+
+    metric: str
+    value: float
+    stderr: float | None = None
+    split: str | None = None
+    layer: str | None = None
+    coord: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    model_id: str
+    model: nn.Module  # eval mode, on the device the metric runs on
+    task: TaskData
+
+
+def always(model: nn.Module) -> bool:
+    """The default applicability: every architecture (a module-level function, so metrics pickle)."""
+    return True
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    scope: str  # "model" or "pair"
+    needs_data: bool  # False: data-free (weights only)
+    outputs: tuple[Output, ...]
+    fn: Callable[..., list[Value]]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    version: int = 1  # bump when the computation changes, so stored rows are recomputed
+    doc: str = ""
+    applies: Callable[[nn.Module], bool] = always  # False: skipped for that architecture
+
+    @property
+    def params_hash(self) -> str:
+        blob = json.dumps({"metric": self.name, "version": self.version, "params": dict(self.params)},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_params(self, **overrides: Any) -> "Metric":
+        unknown = set(overrides) - set(self.params)
+        if unknown:
+            raise MetricError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.params)}")
+        return Metric(self.name, self.scope, self.needs_data, self.outputs, self.fn,
+                      {**self.params, **overrides}, self.version, self.doc, self.applies)
+
+    def __call__(self, *inputs: ModelInput) -> list[Value]:
+        return self.fn(*inputs, **self.params)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(name: str, *, scope: str, needs_data: bool, outputs: Sequence[Output], version: int = 1,
+             applies: Callable[[nn.Module], bool] | None = None):
+    if scope not in ("model", "pair"):
+        raise ValueError(f"scope must be 'model' or 'pair', got {scope!r}")
+
+    def deco(fn: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
+        if name in REGISTRY:
+            raise ValueError(f"metric {name!r} registered twice")
+        params = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        REGISTRY[name] = Metric(name, scope, needs_data, tuple(outputs), fn, params, version,
+                                inspect.cleandoc(fn.__doc__ or ""), applies or always)
+        return fn
+    return deco
+
+
+def _load_definitions() -> None:
+    import analysis.definitions  # noqa: F401  (registers the built-in metrics)
+
+
+def get_metric(name: str) -> Metric:
+    _load_definitions()
+    if name not in REGISTRY:
+        raise MetricError(f"unknown metric {name!r}; available: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def list_metrics(pattern: str = "*", scope: str | None = None) -> list[Metric]:
+    """Registered metrics whose name matches a shell-style wildcard pattern, sorted by name."""
+    _load_definitions()
+    return [m for name, m in sorted(REGISTRY.items())
+            if fnmatch.fnmatch(name, pattern) and (scope is None or m.scope == scope)]
+
+
+def outputs() -> dict[str, tuple[Metric, Output]]:
+    """Every output name → (the metric that emits it, its declaration)."""
+    return {o.name: (m, o) for m in list_metrics() for o in m.outputs}

@@ -1,0 +1,230 @@
+"""The metric runner: the one loop over a zoo's models and pairs.
+
+    python -m analysis.run data/zoos/mnist1d-mlp                      # every metric, analysis epochs
+    python -m analysis.run ZOO --metrics 'hessian*,performance' --epochs 300 --models 'width256*'
+    python -m analysis.run --list                                     # the registry
+
+A task is one model (all requested model-scope metrics, the checkpoint loaded once) or one pair of seeds
+of a grid cell (all pair-scope metrics) at one epoch. Tasks run in `--workers` processes (one torch thread
+each), longest first. The main process appends their rows to the zoo's metrics.parquet atomically every
+`--flush-every` seconds. Resumable: a (model, pair, epoch, metric parameters) already stored without error
+is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from analysis.registry import Metric, MetricError, ModelInput, Value, get_metric, list_metrics
+from data.archs import build_model
+from data.device import resolve_device
+from data.schema import METRICS
+from data.store import METRICS_FILE, TableLog, Zoo, ZooError, read_metrics
+
+log = logging.getLogger("phasezoo.metrics")
+
+
+@dataclass(frozen=True)
+class Task:
+    epoch: int
+    ids: tuple[str, ...]  # one model, or a pair
+    metrics: tuple[Metric, ...]
+    cost: float  # relative, for longest-first scheduling
+
+
+def cell_pairs(zoo: Zoo, model_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """All pairs of models that differ only in their seed (the seeds of one grid cell)."""
+    cells: dict[tuple, list[str]] = {}
+    for mid in sorted(model_ids):
+        cells.setdefault(zoo.configs[mid].knobs, []).append(mid)
+    return [p for ids in cells.values() for p in itertools.combinations(ids, 2)]
+
+
+def plan(zoo: Zoo, metrics: Sequence[Metric], epochs: Sequence[int], models: Sequence[str],
+         done: set[tuple]) -> list[Task]:
+    """Tasks still to compute; `done` holds (model_id, other_id or "", epoch, params_hash) keys."""
+    size = dict(zoo.catalog.group_by("model_id").agg(pl.col("n_params").first()).iter_rows())
+    data = zoo.task
+    template = {mid: build_model(zoo.spec.arch, data.input_shape, data.n_classes, zoo.configs[mid].get("arch_params"))
+                for mid in models}  # untrained, for `Metric.applies`
+    tasks = []
+    for scope, units in (("model", [(m,) for m in models]), ("pair", cell_pairs(zoo, models))):
+        wanted = [m for m in metrics if m.scope == scope]
+        for epoch, ids in itertools.product(epochs, units):
+            todo = tuple(m for m in wanted if m.applies(template[ids[0]])
+                         and (ids[0], ids[1] if len(ids) > 1 else "", epoch, m.params_hash) not in done)
+            if todo:
+                tasks.append(Task(epoch, ids, todo, size[ids[0]] * len(todo) * (4 if scope == "pair" else 1)))
+    return sorted(tasks, key=lambda t: -t.cost)
+
+
+# ----------------------------------------------------------------------------- worker side
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # two workers on two cores: more threads only oversubscribe
+
+
+@lru_cache(maxsize=2)
+def _zoo(root: str) -> Zoo:
+    return Zoo.open(root)
+
+
+def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
+    """Rows for one task; every failure becomes an error row naming the model(s) and the metric."""
+    zoo = _zoo(root)
+    dev = resolve_device(device)
+    rows: list[dict] = []
+    base = {"model_id": task.ids[0], "other_id": task.ids[1] if len(task.ids) > 1 else None, "epoch": task.epoch}
+    try:
+        task_data = zoo.task.to(dev)
+        inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data) for mid in task.ids]
+    except Exception as e:  # a missing or corrupt checkpoint fails every metric of the task
+        return [_error_row(base, m, task, e) for m in task.metrics]
+    for metric in task.metrics:
+        try:
+            values = metric(*inputs)
+            bad = [v for v in values if not _finite(v)]
+            if bad:
+                raise ValueError(f"non-finite {bad[0].metric} = {bad[0].value}")
+            rows += [{**base, "metric": v.metric, "split": v.split, "layer": v.layer, "coord": v.coord,
+                      "value": float(v.value), "stderr": None if v.stderr is None else float(v.stderr),
+                      "params_hash": metric.params_hash, "error": None} for v in values]
+        except Exception as e:
+            rows.append(_error_row(base, metric, task, e))
+    return rows
+
+
+def _finite(v: Value) -> bool:
+    return v.value == v.value and abs(v.value) != float("inf")
+
+
+def _error_row(base: dict, metric: Metric, task: Task, e: Exception) -> dict:
+    where = " & ".join(task.ids)
+    log.debug("%s", "".join(traceback.format_exception(e)))
+    return {**base, "metric": metric.name, "split": None, "layer": None, "coord": None, "value": None,
+            "stderr": None, "params_hash": metric.params_hash,
+            "error": f"{metric.name} on {where} at epoch {task.epoch}: {type(e).__name__}: {e}"}
+
+
+# ----------------------------------------------------------------------------- main process
+@dataclass(frozen=True)
+class RunReport:
+    tasks: int
+    rows: int
+    failures: int
+    seconds: float
+
+
+def resolve_metrics(patterns: Sequence[str] | None) -> list[Metric]:
+    """Metric names or wildcards → registered metrics; an unknown name is an error listing the known ones."""
+    if not patterns:
+        return list_metrics()
+    chosen: dict[str, Metric] = {}
+    for pat in patterns:
+        found = list_metrics(pat) if any(c in pat for c in "*?[") else [get_metric(pat)]
+        if not found:
+            raise MetricError(f"no metric matches {pat!r}; available: {[m.name for m in list_metrics()]}")
+        chosen.update({m.name: m for m in found})
+    return list(chosen.values())
+
+
+def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | None = None,
+        models: str = "*", workers: int | None = None, device: str = "cpu", progress: bool = True,
+        flush_every: float = 5.0) -> RunReport:
+    t0 = time.perf_counter()
+    zoo = Zoo.open(root)
+    resolve_device(device)
+    stored = sorted(zoo.catalog["epoch"].unique())
+    epochs = list(epochs) if epochs else list(zoo.spec.analysis_epochs)
+    missing = [e for e in epochs if e not in zoo.checkpoints()["epoch"].unique()]
+    if missing:
+        raise ZooError(f"{zoo.name}: no checkpoints at epoch(s) {missing}; stored: "
+                       f"{sorted(zoo.checkpoints()['epoch'].unique())} (logged: {stored[0]}..{stored[-1]})")
+    ids = [m for m in zoo.catalog["model_id"].unique().sort() if fnmatch.fnmatch(m, models)]
+    if not ids:
+        raise ZooError(f"{zoo.name}: no model matches {models!r}")
+    table = read_metrics(zoo.root)
+    ok = table.filter(pl.col("error").is_null())
+    done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
+    tasks = plan(zoo, metrics, epochs, ids, done)
+    writer = TableLog(zoo.root / METRICS_FILE, METRICS, table, key=["model_id", "other_id", "epoch", "params_hash"],
+                      flush_s=flush_every)
+    n_rows = n_fail = 0
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    log.info("%s: %d tasks (%s) over %d models at epochs %s on %d worker(s)", zoo.name, len(tasks),
+             ", ".join(m.name for m in metrics), len(ids), epochs, workers)
+    bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(compute, str(zoo.root), t, device): t for t in tasks}
+        try:
+            for fut in _as_completed(futures):
+                rows = fut.result()
+                writer.add(pl.DataFrame(rows, schema=METRICS.columns))
+                n_rows += len(rows)
+                n_fail += sum(r["error"] is not None for r in rows)
+                bar.update()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        finally:
+            writer.flush()
+    bar.close()
+    return RunReport(len(tasks), n_rows, n_fail, time.perf_counter() - t0)
+
+
+def _as_completed(futures):
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield from finished
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("zoo", nargs="?", help="zoo directory")
+    ap.add_argument("--metrics", default="", help="comma-separated names or wildcards (default: all)")
+    ap.add_argument("--epochs", default="", help="comma-separated epochs (default: the spec's analysis epochs)")
+    ap.add_argument("--models", default="*", help="model-id wildcard (default: all)")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS")
+    ap.add_argument("--list", action="store_true", help="list the registered metrics and exit")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.list:
+            for m in list_metrics():
+                print(f"{m.name:20s} {m.scope:5s} {'data' if m.needs_data else 'data-free':9s} "
+                      f"outputs: {', '.join(o.name for o in m.outputs)}")
+            return 0
+        if not args.zoo:
+            ap.error("a zoo directory is required (or --list)")
+        metrics = resolve_metrics([p for p in args.metrics.split(",") if p])
+        epochs = [int(e) for e in args.epochs.split(",") if e]
+        rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet, args.flush_every)
+    except (MetricError, ZooError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.zoo}: {rep.tasks} tasks, {rep.rows} rows, {rep.failures} failures in {rep.seconds:.1f} s")
+    return 1 if rep.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""PhaseZoo dashboard. Run from the repository root:  python -m streamlit run dashboard/app.py"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first on sys.path, not the repo root
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
+VIEWS = Path(__file__).parent / "views"
+pages = [st.Page(VIEWS / "overview.py", title="Zoo overview", icon="🗺️", url_path="overview", default=True)]
+st.navigation(pages).run()

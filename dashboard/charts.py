@@ -1,0 +1,52 @@
+"""Pure chart builders: a frame and a spec in, a Plotly figure out (no Streamlit)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from data.spec import ZooSpec
+
+
+def axis_orders(spec: ZooSpec) -> tuple[list, list]:
+    """Knob values in display order: x with capacity growing to the right (load falling), y listed
+    bottom-to-top with temperature rising, so the hottest row is on top (the papers' convention)."""
+    x = sorted(spec.grid[spec.load.knob], reverse=spec.load.increases)
+    y = sorted(spec.grid[spec.temperature.knob], reverse=not spec.temperature.increases)
+    return x, y
+
+
+def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, title: str = "",
+                 colorscale: str = "Viridis", log_color: bool = False, zrange: tuple[float, float] | None = None,
+                 hover_label: str = "value") -> go.Figure:
+    """Heatmap of `cells[value]` over the load × temperature grid; empty cells stay blank.
+
+    Knob values are categorical on the axes: the grids are geometric, so equal steps are log spacing.
+    `log_color` colours by log10 of the value while the hover shows the value itself.
+    """
+    xk, yk = spec.load.knob, spec.temperature.knob
+    xs, ys = axis_orders(spec)
+    z = np.full((len(ys), len(xs)), np.nan)
+    n = np.zeros((len(ys), len(xs)), dtype=int)
+    xi, yi = {v: i for i, v in enumerate(xs)}, {v: i for i, v in enumerate(ys)}
+    has_n = "n_seeds" in cells.columns
+    for row in cells.iter_rows(named=True):
+        if row[xk] in xi and row[yk] in yi and row[value] is not None:
+            z[yi[row[yk]], xi[row[xk]]] = row[value]
+            n[yi[row[yk]], xi[row[xk]]] = row["n_seeds"] if has_n else 1
+    colorbar: dict = {}
+    shown = z
+    if log_color:  # colour by log10, label the colour bar in the value's own units
+        shown = np.log10(np.clip(z, 1e-12, None))
+        decades = np.arange(np.floor(np.nanmin(shown, initial=0)), np.ceil(np.nanmax(shown, initial=0)) + 1)
+        colorbar = dict(tickvals=decades, ticktext=[f"{10 ** d:g}" for d in decades])
+    fig = go.Figure(go.Heatmap(
+        z=shown, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale=colorscale,
+        customdata=np.dstack([z, n]), zmin=zrange[0] if zrange else None, zmax=zrange[1] if zrange else None,
+        colorbar=colorbar,
+        hovertemplate=f"{xk}=%{{x}}<br>{yk}=%{{y}}<br>{hover_label}=%{{customdata[0]:.4g}}"
+                      "<br>seeds=%{customdata[1]}<extra></extra>"))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=420)
+    fig.update_xaxes(title=f"{xk}  (capacity →)", type="category")
+    fig.update_yaxes(title=f"{yk}  (hotter ↑)", type="category")
+    return fig

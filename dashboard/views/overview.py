@@ -1,0 +1,65 @@
+"""Zoo overview: the spec, grid coverage, and accuracy and loss over the load × temperature grid."""
+import polars as pl
+import streamlit as st
+
+from analysis.cells import cell_stats, coverage
+from dashboard.charts import grid_heatmap
+from dashboard.picker import pick_zoo
+
+zoo = pick_zoo()
+if zoo is None:
+    st.stop()
+spec, cat = zoo.spec, zoo.catalog
+
+st.title(f"Zoo: {spec.name}")
+st.caption(spec.description)
+cov = coverage(cat, spec)
+n_models, n_expected = cat["model_id"].n_unique(), spec.n_models
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Models", f"{n_models} / {n_expected}")
+c2.metric("Stored checkpoints", zoo.checkpoints().height)
+c3.metric("Epochs logged", int(cat["epoch"].max()) if cat.height else 0)
+c4.metric("Parameters", f"{cat['n_params'].min():,} – {cat['n_params'].max():,}" if cat.height else "—")
+
+with st.expander("Spec and axes", expanded=False):
+    st.markdown(
+        f"**Task** `{spec.task}` · **architecture** `{spec.arch}` · **seeds** {list(spec.seeds)}  \n"
+        f"**Load axis** `{spec.load.knob}` (load {'rises' if spec.load.increases else 'falls'} as it grows) · "
+        f"**temperature axis** `{spec.temperature.knob}` "
+        f"(temperature {'rises' if spec.temperature.increases else 'falls'} as it grows)  \n"
+        f"**Checkpoint epochs** {list(spec.checkpoint_epochs)} · **analysis epochs** {list(spec.analysis_epochs)}")
+    st.code((zoo.root / "spec.toml").read_text(), language="toml")
+
+if cat.is_empty():
+    st.warning("This zoo has no trained models yet.")
+    st.stop()
+
+if n_models < n_expected:
+    st.warning(f"Incomplete zoo: {n_expected - n_models} of {n_expected} models missing "
+               "(resume with `python -m data.generate`).")
+    st.plotly_chart(grid_heatmap(cov.rename({"n_models": "value"}), spec, "value", title="Models per cell",
+                                 colorscale="Blues", hover_label="models"), key="overview_coverage")
+
+epochs = sorted(cat["epoch"].unique())
+epoch = st.select_slider("Epoch", options=epochs, value=max(e for e in spec.analysis_epochs if e in epochs)
+                         if any(e in epochs for e in spec.analysis_epochs) else epochs[-1], key="overview_epoch")
+fixed = st.toggle("Fixed 0–1 accuracy scale", value=False, key="overview_fixed_scale",
+                  help="Off: the colour range follows the data, so small differences show.")
+left, right = st.columns(2)
+acc = cell_stats(cat, spec, epoch, "test_acc")
+loss = cell_stats(cat, spec, epoch, "train_loss")
+left.plotly_chart(grid_heatmap(acc, spec, title=f"Test accuracy (seed mean), epoch {epoch}",
+                               colorscale="Viridis", zrange=(0.0, 1.0) if fixed else None,
+                               hover_label="test acc"),
+                  key="overview_test_acc")
+right.plotly_chart(grid_heatmap(loss, spec, title=f"Train loss (seed mean, log colour), epoch {epoch}",
+                                colorscale="Plasma", log_color=True, hover_label="train loss"),
+                   key="overview_train_loss")
+st.caption("Losses and accuracies are clean eval-mode re-evaluations on the full split after each epoch. "
+           "x: capacity grows to the right; y: the hottest (noisiest) training is on top.")
+
+with st.expander("Per-cell table"):
+    table = acc.rename({"mean": "test_acc", "std": "test_acc_std"}).drop("min", "max").join(
+        loss.select(spec.load.knob, spec.temperature.knob, pl.col("mean").alias("train_loss")),
+        on=[spec.load.knob, spec.temperature.knob])
+    st.dataframe(table, hide_index=True, key="overview_table")

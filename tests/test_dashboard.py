@@ -1,0 +1,108 @@
+"""The dashboard: the app opens on the default zoo, charts follow the papers' orientation, bad zoos are errors."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.charts import axis_orders, grid_heatmap
+from analysis.cells import cell_stats
+from data.spec import parse_spec
+from data.store import Zoo
+from tests.conftest import ROOT, TINY_SPEC
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+def figures(at):
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def test_overview_on_default_zoo():
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Zoo: mnist1d-mlp"
+    figs = figures(at)
+    assert len(figs) == 2  # complete zoo: no coverage chart; test accuracy and train loss
+    acc = figs[0]["data"][0]
+    assert acc["x"] == ["2", "4", "8", "16", "32", "64", "128", "256"]  # capacity grows to the right
+    assert acc["y"][-1] == "8" and acc["y"][0] == "1024"  # hottest (smallest batch) on top
+    # the slider reclassifies nothing yet, but it changes the epoch shown
+    at.select_slider(key="overview_epoch").set_value(0).run()
+    assert not at.exception
+    assert "epoch 0" in figures(at)[0]["layout"]["title"]["text"]
+
+
+def test_overview_on_an_incomplete_and_a_broken_zoo(tiny_zoo, tmp_path, monkeypatch):
+    import shutil
+
+    import polars as pl
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_zoo, partial)
+    cat = pl.read_parquet(partial / "catalog.parquet")
+    cat.filter(~pl.col("model_id").str.starts_with("width64")).write_parquet(partial / "catalog.parquet")
+    monkeypatch.setenv("PHASEZOO_ZOO", str(partial))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("Incomplete zoo: 4 of 12" in w.value for w in at.warning)
+    assert len(figures(at)) == 3  # coverage, accuracy, loss
+
+    monkeypatch.setenv("PHASEZOO_ZOO", str(tmp_path / "does-not-exist"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "spec.toml is missing" in at.error[0].value
+
+
+@pytest.mark.parametrize("load_inc, temp_inc", [(False, False), (True, True)])
+def test_axis_orientation_follows_the_spec(load_inc, temp_inc):
+    spec = parse_spec(TINY_SPEC.replace("increases = false", "increases = true") if load_inc else TINY_SPEC)
+    x, y = axis_orders(spec)
+    # capacity (falling load) grows to the right; temperature rises bottom to top
+    assert x == ([64, 16, 4] if load_inc else [4, 16, 64])
+    assert y == ([16, 64] if temp_inc else [64, 16])
+
+
+def test_heatmap_places_each_cell(tiny_zoo):
+    zoo = Zoo.open(tiny_zoo)
+    cells = cell_stats(zoo.catalog, zoo.spec, 3, "test_acc")
+    trace = grid_heatmap(cells, zoo.spec).data[0]
+    z, xs, ys = trace.z, list(trace.x), list(trace.y)
+    assert z.shape == (2, 3) and cells.height == 6
+    for row in cells.iter_rows(named=True):
+        assert z[ys.index(str(row["batch_size"]))][xs.index(str(row["width"]))] == pytest.approx(row["mean"])
+        assert row["n_seeds"] == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_serves_the_dashboard():
+    """`make run`'s command, on a free port: health check, then the page."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless",
+                             "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.time() + 90, ""
+        while time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body == "ok"
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+        assert "<title>" in page and "streamlit" in page.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

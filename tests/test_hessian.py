@@ -1,0 +1,142 @@
+"""The Hessian operator against dense autograd Hessians, closed forms and PyHessian."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.hessian import HessianOperator, dense_hessian, parameter_groups
+from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
+
+
+def tiny_model(seed=0, width=6):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, width), nn.Tanh(), nn.Linear(width, 3)).double()
+
+
+def tiny_data(n=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_hvp_matches_dense_hessian():
+    model, (x, y) = tiny_model(), tiny_data()
+    H = dense_hessian(model, x, y)
+    n = H.shape[0]
+    assert n == 5 * 6 + 6 + 6 * 3 + 3
+    with HessianOperator(model, x, y) as op:
+        V = torch.randn(n, 4, dtype=torch.float64)
+        HV = torch.stack([op.matvec(V[:, i]) for i in range(4)], 1)
+    torch.testing.assert_close(HV, H @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_eigen_trace_density_against_exact():
+    model, (x, y) = tiny_model(width=10), tiny_data(60)
+    H = dense_hessian(model, x, y)
+    exact = torch.linalg.eigvalsh(H)
+    with HessianOperator(model, x, y) as op:
+        eig = lanczos_topk(op.matvec, op.n, 3, tol=1e-10)
+        tr = hutchinson(op.matvec, op.n, 200, seed=3)
+        pp = hutchpp(op.matvec, op.n, sketch=20, rtol=1e-3, seed=3)
+        dens = slq_density(op.matvec, op.n, probes=3, steps=op.n)
+    assert ((eig.values - exact.flip(0)[:3]).abs() / exact.flip(0)[:3].abs()).max() <= 1e-6
+    assert abs(tr.value - torch.trace(H).item()) < 3 * tr.stderr
+    assert abs(pp.value - torch.trace(H).item()) < 3 * pp.stderr + 1e-9
+    assert dens.nodes.max().item() == pytest.approx(exact[-1].item(), rel=1e-6)
+    assert dens.nodes.min().item() == pytest.approx(exact[0].item(), rel=1e-6, abs=1e-9)
+
+
+def test_closed_form_linear_and_logistic_regression():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    # linear regression, MSE/2: H = XᵀX / n for the weights
+    lin = nn.Linear(4, 1, bias=False).double()
+    yr = torch.randn(50, 1, generator=g, dtype=torch.float64)
+    with HessianOperator(lin, x, yr, loss_fn=lambda out, t: 0.5 * ((out - t) ** 2).mean()) as op:
+        H = torch.stack([op.matvec(e) for e in torch.eye(4, dtype=torch.float64)], 1)
+    torch.testing.assert_close(H, x.T @ x / 50, rtol=1e-12, atol=1e-12)
+    # logistic regression, mean BCE: H = Xᵀ diag(p(1−p)) X / n
+    logit = nn.Linear(4, 1, bias=False).double()
+    yb = torch.randint(0, 2, (50, 1), generator=g).double()
+    with HessianOperator(logit, x, yb, loss_fn=F.binary_cross_entropy_with_logits) as op:
+        H = torch.stack([op.matvec(e) for e in torch.eye(4, dtype=torch.float64)], 1)
+    p = torch.sigmoid(logit(x)).detach().squeeze(1)
+    torch.testing.assert_close(H, x.T @ torch.diag(p * (1 - p)) @ x / 50, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_block_is_a_diagonal_block():
+    model, (x, y) = tiny_model(), tiny_data()
+    H = dense_hessian(model, x, y)
+    groups = parameter_groups(model)
+    assert list(groups) == ["0", "2"]
+    with HessianOperator(model, x, y, names=groups["2"]) as op:
+        block = torch.stack([op.matvec(e) for e in torch.eye(op.n, dtype=torch.float64)], 1)
+    torch.testing.assert_close(block, H[-op.n:, -op.n:], rtol=1e-10, atol=1e-12)
+
+
+def test_mode_and_grad_are_left_as_found():
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x, y = tiny_data()
+    model.train()
+    model(x).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    stats = model[1].running_mean.clone()
+    with HessianOperator(model, x, y) as op:
+        assert not model.training  # eval mode: BatchNorm on running statistics
+        op.matvec(torch.ones(op.n, dtype=torch.float64))
+    assert model.training
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert torch.equal(model[1].running_mean, stats)
+
+
+def test_bad_input_is_named():
+    model, (x, y) = tiny_model(), tiny_data()
+    with pytest.raises(ValueError, match="empty batch set"):
+        HessianOperator(model, x[:0], y[:0])
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        with HessianOperator(model, x, y):
+            pass
+
+
+def test_agrees_with_pyhessian():
+    """PyHessian 0.1 as the reference: cuda=False, zero_grad first, fixed sample counts (stack.md)."""
+    pyhessian = pytest.importorskip("pyhessian")
+    model = tiny_model(width=12).float()
+    x, y = tiny_data(64)
+    x = x.float()
+    model.zero_grad(set_to_none=True)
+    ref = pyhessian.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    top_ref, _ = ref.eigenvalues(maxIter=1000, tol=1e-7, top_n=1)
+    with HessianOperator(model, x, y) as op:
+        ours = lanczos_topk(op.matvec, op.n, 1, tol=1e-8)
+        tr = hutchpp(op.matvec, op.n, sketch=30, rtol=1e-3)
+    assert ours.values[0].item() == pytest.approx(top_ref[0], rel=1e-4)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
+    tr_ref = sum(ref.trace(maxIter=300, tol=0.0)) / 300  # fixed sample count (its stopping rule is broken)
+    assert tr.value == pytest.approx(tr_ref, rel=0.1)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_exact_relu_trace_equals_dense_trace(depth):
+    from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+
+    torch.manual_seed(depth)
+    layers = [nn.Flatten(-1), nn.Linear(5, 7), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(7, 7), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(7, 3)).double()
+    x, y = tiny_data(50)
+    assert is_relu_mlp(model)
+    exact = torch.trace(dense_hessian(model, x, y)).item()
+    assert relu_mlp_hessian_trace(model, x) == pytest.approx(exact, rel=1e-10)
+
+
+def test_exact_trace_refuses_smooth_activations():
+    from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+
+    model = tiny_model()  # Tanh: its logits are not linear in each weight, the identity does not hold
+    assert not is_relu_mlp(model)
+    with pytest.raises(ValueError, match="Linear and ReLU"):
+        relu_mlp_hessian_trace(model, tiny_data()[0])
