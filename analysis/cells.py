@@ -35,3 +35,53 @@ def coverage(catalog: pl.DataFrame, spec: ZooSpec) -> pl.DataFrame:
     return (full.join(present, on=axes, how="left")
             .with_columns(pl.col("n_models").fill_null(0).cast(pl.Int64), expected=pl.lit(expected, pl.Int64))
             .sort(axes))
+
+
+# The per-model scalars the taxonomy uses, by default: (output name, split, coord) in metrics.parquet.
+# Hessian quantities are aggregated as ln(seed mean) (PTMZ's convention); the rest as seed/pair means.
+CELL_QUANTITIES = {
+    "train_loss": ("train_loss", "train", None),
+    "test_acc": ("test_acc", "test", None),
+    "hessian_trace": ("hessian_trace_exact", "train", None),
+    "hessian_top_eigenvalue": ("hessian_top_eigenvalue", "train", 1.0),
+    "mc": ("mc_bezier", "train", None),
+    "mc_linear": ("mc_linear", "train", None),
+    "cka": ("cka_logits_test", "test", None),
+}
+LOG_MEAN = frozenset({"hessian_trace", "hessian_top_eigenvalue"})
+
+
+def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+                    quantities: dict[str, tuple] = CELL_QUANTITIES) -> pl.DataFrame:
+    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
+
+    Model-level rows only (layer = null); failed rows (error set) are dropped. This is the per-seed view
+    behind every cell aggregate.
+    """
+    axes = [spec.load.knob, spec.temperature.knob]
+    knobs = catalog.select("model_id", *axes).unique()
+    frames = []
+    for name, (metric, split, coord) in quantities.items():
+        q = metrics.filter((pl.col("metric") == metric) & (pl.col("epoch") == epoch) & pl.col("layer").is_null()
+                           & pl.col("error").is_null() & (pl.col("split") == split if split else pl.lit(True))
+                           & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
+        frames.append(q.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
+    return pl.concat(frames).join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
+
+
+def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+               quantities: dict[str, tuple] = CELL_QUANTITIES) -> pl.DataFrame:
+    """One row per grid cell: each quantity's aggregate (ln of the seed mean for Hessian quantities, the
+    mean otherwise) and its spread over seeds or seed pairs (<q>_std, <q>_min, <q>_max, <q>_n).
+    Cells of the full grid without a value get nulls."""
+    axes = [spec.load.knob, spec.temperature.knob]
+    units = per_unit_values(metrics, catalog, spec, epoch, quantities)
+    table = coverage(catalog, spec).select(*axes)
+    for name in quantities:
+        v = pl.col("value")
+        agg = units.filter(pl.col("quantity") == name).group_by(axes).agg(
+            (v.mean().log() if name in LOG_MEAN else v.mean()).alias(name),
+            v.std().alias(f"{name}_std"), v.min().alias(f"{name}_min"), v.max().alias(f"{name}_max"),
+            pl.len().cast(pl.Int64).alias(f"{name}_n"))
+        table = table.join(agg, on=axes, how="left")
+    return table.sort(axes)

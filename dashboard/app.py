@@ -8,7 +8,12 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first on sys.pa
 
 import streamlit as st  # noqa: E402
 
+from dashboard.picker import pick_zoo  # noqa: E402
+
 st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"
-pages = [st.Page(VIEWS / "overview.py", title="Zoo overview", icon="🗺️", url_path="overview", default=True)]
-st.navigation(pages).run()
+pages = [st.Page(VIEWS / "overview.py", title="Zoo overview", icon=":material/grid_on:", url_path="overview", default=True),
+         st.Page(VIEWS / "phases.py", title="Phases", icon=":material/category:", url_path="phases")]
+page = st.navigation(pages)
+pick_zoo()  # the sidebar's zoo picker, shared by every page
+page.run()

@@ -50,3 +50,42 @@ def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, tit
     fig.update_xaxes(title=f"{xk}  (capacity →)", type="category")
     fig.update_yaxes(title=f"{yk}  (hotter ↑)", type="category")
     return fig
+
+
+PHASE_COLOURS = {"I": "#b2182b", "II": "#ef8a62", "III": "#fddbc7", "IV-A": "#67a9cf", "IV-B": "#2166ac",
+                 "unclassified": "#bdbdbd"}
+
+
+def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "") -> go.Figure:
+    """Categorical heatmap of the phase labels over the grid; hover shows each metric and its margin.
+
+    A cell near a threshold is marked with '·' in its centre."""
+    xk, yk = spec.load.knob, spec.temperature.knob
+    xs, ys = axis_orders(spec)
+    names = list(PHASE_COLOURS)
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = np.full((len(ys), len(xs)), "", dtype=object)
+    hover = np.full((len(ys), len(xs)), "", dtype=object)
+    xi, yi = {v: i for i, v in enumerate(xs)}, {v: i for i, v in enumerate(ys)}
+    fmt = lambda v: "—" if v is None or v != v else f"{v:.3g}"
+    for r in labelled.iter_rows(named=True):
+        i, j = yi.get(r[yk]), xi.get(r[xk])
+        if i is None or j is None:
+            continue
+        z[i, j] = names.index(r["phase"])
+        text[i, j] = r["phase"] + (" ·" if r["near_boundary"] else "")
+        hover[i, j] = (f"<b>{r['phase']}</b>  {xk}={r[xk]}, {yk}={r[yk]}<br>"
+                       f"train loss {fmt(r['train_loss'])} (margin {fmt(r['margin_loss'])} decades)<br>"
+                       f"mc {fmt(r['mc'])} (margin {fmt(r['margin_mc'])} points)<br>"
+                       f"CKA {fmt(r['cka'])} (margin {fmt(r['margin_cka'])})<br>"
+                       f"test acc {fmt(r.get('test_acc'))}")
+    k = len(names)
+    scale = [[edge, PHASE_COLOURS[n]] for idx, n in enumerate(names) for edge in (idx / k, (idx + 1) / k)]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], zmin=-0.5, zmax=k - 0.5,
+                               colorscale=scale, text=text, texttemplate="%{text}", customdata=hover,
+                               hovertemplate="%{customdata}<extra></extra>",
+                               colorbar=dict(tickvals=list(range(k)), ticktext=names, title="phase")))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=460)
+    fig.update_xaxes(title=f"{xk}  (capacity →)", type="category")
+    fig.update_yaxes(title=f"{yk}  (hotter ↑)", type="category")
+    return fig

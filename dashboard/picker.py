@@ -6,10 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from data.store import CATALOG_FILE, Zoo, ZooError, builtin_zoos
+from analysis.cells import cell_table
+from data.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, builtin_zoos, read_metrics
 
 ZOO_KEY = "zoo_choice"
 CUSTOM_KEY = "zoo_custom_path"
+CURRENT_KEY = "zoo_current"  # the picked zoo's directory, for the pages
 OTHER = "Other directory…"
 
 
@@ -24,8 +26,30 @@ def load_zoo(path: str | Path) -> Zoo:
     return _load(str(path), cat.stat().st_mtime if cat.exists() else 0.0)
 
 
+@st.cache_data(show_spinner="Aggregating cells…", max_entries=16)
+def _cells(path: str, epoch: int, mtimes: tuple[float, float]):  # mtimes in the key: new metrics reload
+    zoo = load_zoo(path)
+    return cell_table(read_metrics(zoo.root), zoo.catalog, zoo.spec, epoch)
+
+
+def load_cells(root: Path, epoch: int):
+    """The zoo's cell table at `epoch` (analysis.cells.cell_table), cached until its files change."""
+    files = [Path(root) / CATALOG_FILE, Path(root) / METRICS_FILE]
+    return _cells(str(Path(root).resolve()), epoch, tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files))
+
+
+def current_zoo() -> Zoo | None:
+    """The zoo picked in the sidebar (app.py runs `pick_zoo` before every page), or None."""
+    path = st.session_state.get(CURRENT_KEY)
+    return load_zoo(path) if path else None
+
+
 def pick_zoo() -> Zoo | None:
-    """Sidebar: choose a built-in zoo or type a zoo directory. Shows an error and returns None if unusable."""
+    """Sidebar: choose a built-in zoo or type a zoo directory. Shows an error and returns None if unusable.
+
+    Called by the router (app.py), not by pages: widgets of the entry script keep their state across pages.
+    """
+    st.session_state[CURRENT_KEY] = None
     builtin = {p.name: p for p in builtin_zoos()}
     options = [*builtin, OTHER]
     default = os.environ.get("PHASEZOO_ZOO")
@@ -45,7 +69,9 @@ def pick_zoo() -> Zoo | None:
     else:
         path = builtin[choice]
     try:
-        return load_zoo(path)
+        zoo = load_zoo(path)
     except (ZooError, ValueError, OSError) as e:
         st.error(f"Cannot open this zoo: {e}")
         return None
+    st.session_state[CURRENT_KEY] = str(zoo.root)
+    return zoo

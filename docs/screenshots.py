@@ -21,7 +21,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # (url path, output file, number of Plotly charts to wait for)
-PAGES = [("", "docs/overview.png", 2)]  # the overview is the default page, served at /
+PAGES = [("", "docs/overview.png", 2),  # the overview is the default page, served at /
+         ("phases", "docs/phases.png", 1)]
 
 
 def free_port() -> int:

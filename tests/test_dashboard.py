@@ -106,3 +106,26 @@ def test_real_server_serves_the_dashboard():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_phases_page_on_default_zoo():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/phases.py").run()
+    assert not at.exception, at.exception
+    (fig,) = figures(at)
+    trace = fig["data"][0]
+    assert trace["x"][0] == "2" and trace["y"][-1] == "8"
+    labels = {t.split()[0] for row in trace["text"] for t in row if t}
+    assert labels == {"I", "II", "III", "IV-A", "IV-B"}
+    summary = at.dataframe[0].value
+    assert set(summary["phase"]) == labels
+
+
+def test_phases_page_without_metrics(tiny_zoo, monkeypatch):
+    monkeypatch.setenv("PHASEZOO_ZOO", str(tiny_zoo))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/phases.py").run()
+    assert not at.exception
+    assert "no metrics at this epoch" in at.warning[0].value

@@ -4,9 +4,9 @@ import streamlit as st
 
 from analysis.cells import cell_stats, coverage
 from dashboard.charts import grid_heatmap
-from dashboard.picker import pick_zoo
+from dashboard.picker import current_zoo
 
-zoo = pick_zoo()
+zoo = current_zoo()
 if zoo is None:
     st.stop()
 spec, cat = zoo.spec, zoo.catalog
