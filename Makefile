@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test zoo metrics bench screenshots clean-venv
+.PHONY: run test zoo metrics phases bench screenshots clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ zoo: $(STAMP)
 # Every registered metric over the default zoo's analysis epochs (resumable).
 metrics: $(STAMP)
 	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp
+
+# Phase labels of the default zoo at its analysis epochs (writes data/zoos/mnist1d-mlp/phases.parquet).
+phases: $(STAMP)
+	$(PYTHON) -m analysis.phases --zoo data/zoos/mnist1d-mlp
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py

@@ -37,22 +37,25 @@ def coverage(catalog: pl.DataFrame, spec: ZooSpec) -> pl.DataFrame:
             .sort(axes))
 
 
-# The per-model scalars the taxonomy uses, by default: (output name, split, coord) in metrics.parquet.
-# Hessian quantities are aggregated as ln(seed mean) (PTMZ's convention); the rest as seed/pair means.
+# The per-model scalars the taxonomy uses: quantity -> candidate (output name, split, coord) rows of
+# metrics.parquet, the first one a model has wins (e.g. the exact Hessian trace where it exists, else a
+# stochastic one; imported zoos carry PyHessian's Hutchinson traces). Hessian quantities are aggregated as
+# ln(seed mean) (PTMZ's convention); the rest as seed/pair means.
 CELL_QUANTITIES = {
-    "train_loss": ("train_loss", "train", None),
-    "test_acc": ("test_acc", "test", None),
-    "hessian_trace": ("hessian_trace_exact", "train", None),
-    "hessian_top_eigenvalue": ("hessian_top_eigenvalue", "train", 1.0),
-    "mc": ("mc_bezier", "train", None),
-    "mc_linear": ("mc_linear", "train", None),
-    "cka": ("cka_logits_test", "test", None),
+    "train_loss": [("train_loss", "train", None)],
+    "test_acc": [("test_acc", "test", None)],
+    "hessian_trace": [("hessian_trace_exact", "train", None), ("hessian_trace_hutchpp", "train", None),
+                      ("hessian_trace_hutchinson", "train", None)],
+    "hessian_top_eigenvalue": [("hessian_top_eigenvalue", "train", 1.0)],
+    "mc": [("mc_bezier", "train", None)],
+    "mc_linear": [("mc_linear", "train", None)],
+    "cka": [("cka_logits_test", "test", None)],
 }
 LOG_MEAN = frozenset({"hessian_trace", "hessian_top_eigenvalue"})
 
 
 def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
-                    quantities: dict[str, tuple] = CELL_QUANTITIES) -> pl.DataFrame:
+                    quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
     """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
 
     Model-level rows only (layer = null); failed rows (error set) are dropped. This is the per-seed view
@@ -60,17 +63,21 @@ def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec,
     """
     axes = [spec.load.knob, spec.temperature.knob]
     knobs = catalog.select("model_id", *axes).unique()
+    ok = metrics.filter((pl.col("epoch") == epoch) & pl.col("layer").is_null() & pl.col("error").is_null())
     frames = []
-    for name, (metric, split, coord) in quantities.items():
-        q = metrics.filter((pl.col("metric") == metric) & (pl.col("epoch") == epoch) & pl.col("layer").is_null()
-                           & pl.col("error").is_null() & (pl.col("split") == split if split else pl.lit(True))
-                           & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
-        frames.append(q.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
+    for name, candidates in quantities.items():
+        found = pl.DataFrame(schema={"model_id": pl.String, "other_id": pl.String, "value": pl.Float64})
+        for metric, split, coord in candidates:
+            q = ok.filter((pl.col("metric") == metric) & (pl.col("split") == split)
+                          & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
+            q = q.select("model_id", "other_id", "value").join(found, on="model_id", how="anti")
+            found = pl.concat([found, q])
+        frames.append(found.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
     return pl.concat(frames).join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
 
 
 def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
-               quantities: dict[str, tuple] = CELL_QUANTITIES) -> pl.DataFrame:
+               quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
     """One row per grid cell: each quantity's aggregate (ln of the seed mean for Hessian quantities, the
     mean otherwise) and its spread over seeds or seed pairs (<q>_std, <q>_min, <q>_max, <q>_n).
     Cells of the full grid without a value get nulls."""

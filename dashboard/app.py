@@ -12,8 +12,10 @@ from dashboard.picker import pick_zoo  # noqa: E402
 
 st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"
-pages = [st.Page(VIEWS / "overview.py", title="Zoo overview", icon=":material/grid_on:", url_path="overview", default=True),
-         st.Page(VIEWS / "phases.py", title="Phases", icon=":material/category:", url_path="phases")]
+pages = [
+    st.Page(VIEWS / "overview.py", title="Zoo overview", icon=":material/grid_on:", url_path="overview", default=True),
+    st.Page(VIEWS / "phases.py", title="Phases", icon=":material/category:", url_path="phases"),
+]
 page = st.navigation(pages)
 pick_zoo()  # the sidebar's zoo picker, shared by every page
 page.run()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from data.params import Param, SpecError, positive, resolve
+from data.resnet import resnet18_width, resnet50_width
 
 
 class MLP(nn.Sequential):
@@ -62,6 +63,9 @@ class ArchDef:
 
 
 ARCHS: Mapping[str, ArchDef] = {
+    # the Phase-Transition Model Zoo's ResNets (data.resnet), for imported zoos; BatchNorm: not padded
+    "resnet18_width": ArchDef(resnet18_width, {"width": positive(int)}, frozenset()),
+    "resnet50_width": ArchDef(resnet50_width, {"width": positive(int)}, frozenset()),
     "mlp": ArchDef(MLP, {"width": positive(int), "depth": Param(int, 2, lambda v: v >= 1, "must be >= 1")},
                    frozenset({"width"})),
     "cnn1d": ArchDef(CNN1d, {"width": positive(int), "depth": Param(int, 3, lambda v: v >= 1, "must be >= 1")},

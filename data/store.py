@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from data.archs import build_model
 from data.schema import CATALOG, METRICS, Schema, SchemaError
 from data.spec import ModelConfig, ZooSpec, parse_spec
-from data.tasks import TaskData, load_task
+from data.tasks import TASKS, TaskData, load_task
 
 SPEC, CATALOG_FILE, CHECKPOINTS, METRICS_FILE = "spec.toml", "catalog.parquet", "checkpoints", "metrics.parquet"
 BUILTIN_ZOOS = Path(__file__).parent / "zoos"  # committed zoos, one directory each
@@ -183,7 +183,7 @@ class Zoo:
         if model_id not in self.configs:
             raise ZooError(f"{self.name}: unknown model {model_id!r}")
         cfg = self.configs[model_id]
-        task = self.task
+        task = TASKS[self.spec.task]  # shapes only: imported zoos have no data here
         model = build_model(self.spec.arch, task.input_shape, task.n_classes, cfg.get("arch_params"))
         model.load_state_dict(self.load_state_dict(model_id, epoch))
         return model.eval()

@@ -63,16 +63,29 @@ def _digits() -> tuple[np.ndarray, ...]:
     return x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]
 
 
+def _external(name: str) -> Callable[[], tuple[np.ndarray, ...]]:
+    def load() -> tuple[np.ndarray, ...]:
+        raise SpecError(f"task {name!r} is not available offline: zoos imported from it carry their "
+                        "catalog and landscape metrics, but computing new metrics on them needs its data")
+    return load
+
+
 @dataclass(frozen=True)
 class TaskDef:
     load_raw: Callable[[], tuple[np.ndarray, ...]]  # (x_train, y_train, x_test, y_test)
     n_classes: int
     package: str  # the package that generates or ships the data (its version keys the cache)
+    input_shape: tuple[int, ...]
 
 
 TASKS: Mapping[str, TaskDef] = {
-    "mnist1d": TaskDef(_mnist1d, 10, "mnist1d"),
-    "digits": TaskDef(_digits, 10, "scikit-learn"),
+    "mnist1d": TaskDef(_mnist1d, 10, "mnist1d", (40,)),
+    "digits": TaskDef(_digits, 10, "scikit-learn", (64,)),
+    # the published zoos' tasks: known shapes, no data here (imported zoos only)
+    "cifar10": TaskDef(_external("cifar10"), 10, "", (3, 32, 32)),
+    "cifar100": TaskDef(_external("cifar100"), 100, "", (3, 32, 32)),
+    "svhn": TaskDef(_external("svhn"), 10, "", (3, 32, 32)),
+    "tinyimagenet": TaskDef(_external("tinyimagenet"), 200, "", (3, 64, 64)),
 }
 
 

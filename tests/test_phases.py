@@ -52,6 +52,10 @@ def test_classify_margins_and_near_flags():
     assert row["margin_mc"] == pytest.approx(0.9) and row["margin_cka"] == pytest.approx(0.2)
     assert row["near_boundary"]  # mc within a point of −ε
     assert not out.row(0, named=True)["near_boundary"]
+    voted = classify(cells().with_columns(hessian_trace=pl.Series([5.0, 5.0, 1.0, 4.0, 2.0, 2.5])),
+                     Thresholds(0.1, 1.0, 0.7, hessian=3.0))
+    assert voted["hessian_vote"].to_list() == ["sharp", "sharp", "flat", "sharp", "flat", "flat"]
+    assert voted["phase"].to_list() == out["phase"].to_list()  # a vote, not a decision
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['cka'\]"):
         classify(cells().drop("cka"), TH)
 

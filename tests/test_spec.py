@@ -20,7 +20,7 @@ def test_tiny_spec_parses_and_expands():
 
 @pytest.mark.parametrize("old, new, message", [
     ('arch = "mlp"', 'arch = "resnet9000"', "unknown architecture 'resnet9000'"),
-    ('task = "mnist1d"', 'task = "cifar10"', "unknown task 'cifar10'"),
+    ('task = "mnist1d"', 'task = "imagenet21k"', "unknown task 'imagenet21k'"),
     ("width = [4, 16, 64]", "width = [4, -16, 64]", "arch_params.width: -16 is out of range"),
     ("width = [4, 16, 64]", "", "arch_params.width: missing (required int)"),
     ('task = "mnist1d"\n', "", "missing field 'task'"),
