@@ -41,6 +41,6 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
     else:
         xy, xx, yy = (x.T @ y).pow(2).sum(), (x.T @ x).pow(2).sum(), (y.T @ y).pow(2).sum()
     denom = (xx * yy).sqrt()
-    if denom <= 0:
+    if not denom > 0:  # also NaN: a negative debiased self-HSIC at tiny n
         raise ValueError("CKA is undefined for a constant representation")
     return (xy / denom).item()

@@ -15,6 +15,7 @@ point of the curve before it is evaluated.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -43,29 +44,38 @@ def mc_from_profile(t: tuple[float, ...], error: tuple[float, ...]) -> tuple[flo
     return gaps[i], t[i], i in (0, len(t) - 1)
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 @torch.no_grad()
 def _evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(loss, error %) of the model at `params`; re-estimates BatchNorm statistics on x first."""
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    if _has_batchnorm(model):
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    with _kept_buffers(model):
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bns:
+            momenta = [m.momentum for m in bns]
+            for m in bns:
                 m.reset_running_stats()
                 m.momentum = None  # cumulative average over the passes below
-        model.train()
-        for i in range(0, len(x), 256):
-            functional_call(model, params, (x[i:i + 256],), strict=False)
-    model.eval()
-    logits = functional_call(model, params, (x,), strict=False)
-    loss = F.cross_entropy(logits, y).item()
-    err = 100.0 * (logits.argmax(-1) != y).float().mean().item()
-    for k, v in model.named_buffers():  # leave the model as it was found
-        v.copy_(buffers[k])
+            model.train()
+            for i in range(0, len(x), 256):
+                functional_call(model, params, (x[i:i + 256],), strict=False)
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+        model.eval()
+        logits = functional_call(model, params, (x,), strict=False)
+        loss = F.cross_entropy(logits, y).item()
+        err = 100.0 * (logits.argmax(-1) != y).float().mean().item()
     return loss, err
+
+
+@contextmanager
+def _kept_buffers(model: nn.Module):
+    """Restore the model's buffers (BatchNorm statistics) on exit: the model is left as it was found."""
+    saved = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(saved[k])
 
 
 def _profile(model: nn.Module, point, ts: tuple[float, ...], x: torch.Tensor, y: torch.Tensor) -> PathProfile:
@@ -116,24 +126,24 @@ def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: tor
     opt = torch.optim.SGD(phi.values(), lr=lr, momentum=momentum)
     gen = torch.Generator().manual_seed(seed)
     n = len(y)
-    steps = epochs * math.ceil(n / batch_size)
+    steps, step = epochs * math.ceil(n / batch_size), 0
     was_training = model.training
     model.train()
-    step = 0
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen).to(x.device)
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            t = torch.rand((), generator=gen).item()
-            point = bezier_point(a, phi, b, t)
-            loss = F.cross_entropy(functional_call(model, point, (x[idx],), strict=False), y[idx])
-            loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in point.values())
-            for g in opt.param_groups:
-                g["lr"] = garipov_lr(lr, step / steps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+    with _kept_buffers(model):  # training passes move BatchNorm statistics; each t re-estimates its own
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=gen).to(x.device)
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                t = torch.rand((), generator=gen).item()
+                point = bezier_point(a, phi, b, t)
+                loss = F.cross_entropy(functional_call(model, point, (x[idx],), strict=False), y[idx])
+                loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in point.values())
+                for g in opt.param_groups:
+                    g["lr"] = garipov_lr(lr, step / steps)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
     model.train(was_training)
     phi = {k: v.detach() for k, v in phi.items()}
     return _profile(model, lambda t: bezier_point(a, phi, b, t), ts, x, y)

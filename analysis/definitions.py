@@ -55,7 +55,7 @@ def performance(m: ModelInput) -> list[Value]:
 
 
 # ----------------------------------------------------------------------------- Hessian
-@register("hessian", scope="model", needs_data=True, outputs=[
+@register("hessian", scope="model", needs_data=True, version=2, outputs=[
     Output("hessian_top_eigenvalue", "higher = sharper minimum", log_scale=True, role="sharpness",
            coord="rank"),
     Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness"),

@@ -105,12 +105,16 @@ def classify(cells: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
     return out
 
 
-def phase_summary(labelled: pl.DataFrame) -> str:
+def phase_counts(labelled: pl.DataFrame) -> pl.DataFrame:
     """Cells per phase, and their median test accuracy where the table has one."""
-    agg = [pl.len().alias("cells")]
+    agg = [pl.len().cast(pl.Int64).alias("cells")]
     if "test_acc" in labelled.columns:
         agg.append(pl.col("test_acc").median().alias("median_test_acc"))
-    rows = labelled.group_by("phase").agg(agg).sort("phase").iter_rows(named=True)
+    return labelled.group_by("phase").agg(agg).sort("phase")
+
+
+def phase_summary(labelled: pl.DataFrame) -> str:
+    rows = phase_counts(labelled).iter_rows(named=True)
     return "cells per phase: " + ", ".join(
         f"{r['phase']}: {r['cells']}" + (f" (median test acc {r['median_test_acc']:.3f})" if "median_test_acc" in r
                                          and r["median_test_acc"] is not None else "") for r in rows)
@@ -177,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.zoo:
-            zoo, _, _ = zoo_cells(args.zoo, args.epoch)
+            from data.store import Zoo
+
+            zoo = Zoo.open(args.zoo)
             load, temp = zoo.spec.load, zoo.spec.temperature
             frames, texts = [], []
             for epoch in [args.epoch] if args.epoch is not None else sorted(zoo.spec.analysis_epochs):

@@ -2,7 +2,7 @@
 
 A registered `Metric` is a unit of computation (a function of one model, or of a pair of models) that
 emits rows for one or more `Output`s. Each output declares its sign convention, log scale and role in the
-phase taxonomy, so pickers and colour scales need no special cases. A new metric is a decorated function:
+phase taxonomy, for views to choose scales and labels from the declaration rather than from the name. A new metric is a decorated function:
 
     @register("my_metric", scope="model", needs_data=True, outputs=[Output("my_value", "higher = ...")])
     def my_metric(m: ModelInput, *, seed: int = 0) -> list[Value]: ...
@@ -56,7 +56,7 @@ class Value:
 class ModelInput:
     model_id: str
     model: nn.Module  # eval mode, on the device the metric runs on
-    task: TaskData
+    task: TaskData | None  # None for data-free metrics
 
 
 def always(model: nn.Module) -> bool:
@@ -128,8 +128,3 @@ def list_metrics(pattern: str = "*", scope: str | None = None) -> list[Metric]:
     _load_definitions()
     return [m for name, m in sorted(REGISTRY.items())
             if fnmatch.fnmatch(name, pattern) and (scope is None or m.scope == scope)]
-
-
-def outputs() -> dict[str, tuple[Metric, Output]]:
-    """Every output name → (the metric that emits it, its declaration)."""
-    return {o.name: (m, o) for m in list_metrics() for o in m.outputs}

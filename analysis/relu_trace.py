@@ -30,10 +30,9 @@ def is_relu_mlp(model: nn.Module) -> bool:
 def relu_mlp_hessian_trace(model: nn.Module, x: torch.Tensor) -> float:
     """Tr of the Hessian of the mean cross-entropy at `model` on inputs x (labels do not enter: for
     cross-entropy ∂²ℓ/∂z² depends on the prediction only). Raises ValueError for other architectures."""
-    plan = layer_plan(model)
-    if plan is None or not all(act in (None, nn.ReLU) for _, act in plan):
+    if not is_relu_mlp(model):
         raise ValueError("the exact trace needs a Sequential of Linear and ReLU layers")
-    layers = [model.get_submodule(name) for name, _ in plan]
+    layers = [model.get_submodule(name) for name, _ in layer_plan(model)]
     h = x.reshape(len(x), -1).to(layers[0].weight.dtype)
     inputs, masks = [], []
     for i, lin in enumerate(layers):

@@ -16,13 +16,11 @@ import argparse
 import fnmatch
 import itertools
 import logging
-import multiprocessing as mp
 import os
 import sys
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,8 +32,10 @@ from tqdm import tqdm
 from analysis.registry import Metric, MetricError, ModelInput, Value, get_metric, list_metrics
 from data.archs import build_model
 from data.device import resolve_device
+from data.tasks import TASKS
 from data.schema import METRICS
-from data.store import METRICS_FILE, TableLog, Zoo, ZooError, read_metrics
+from data.store import METRICS_FILE, TableLog, Zoo, ZooError, read_metrics, writer_lock
+from data.workers import run_unordered
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -60,9 +60,11 @@ def plan(zoo: Zoo, metrics: Sequence[Metric], epochs: Sequence[int], models: Seq
          done: set[tuple]) -> list[Task]:
     """Tasks still to compute; `done` holds (model_id, other_id or "", epoch, params_hash) keys."""
     size = dict(zoo.catalog.group_by("model_id").agg(pl.col("n_params").first()).iter_rows())
-    data = zoo.task
-    template = {mid: build_model(zoo.spec.arch, data.input_shape, data.n_classes, zoo.configs[mid].get("arch_params"))
-                for mid in models}  # untrained, for `Metric.applies`
+    task = TASKS[zoo.spec.task]  # shapes only: an imported zoo has no data here
+    by_params = {cfg.arch_params: None for cfg in zoo.configs.values()}
+    for params in by_params:  # one untrained model per architecture variant, for `Metric.applies`
+        by_params[params] = build_model(zoo.spec.arch, task.input_shape, task.n_classes, dict(params))
+    template = {mid: by_params[zoo.configs[mid].arch_params] for mid in models}
     tasks = []
     for scope, units in (("model", [(m,) for m in models]), ("pair", cell_pairs(zoo, models))):
         wanted = [m for m in metrics if m.scope == scope]
@@ -91,7 +93,7 @@ def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
     rows: list[dict] = []
     base = {"model_id": task.ids[0], "other_id": task.ids[1] if len(task.ids) > 1 else None, "epoch": task.epoch}
     try:
-        task_data = zoo.task.to(dev)
+        task_data = zoo.task.to(dev) if any(m.needs_data for m in task.metrics) else None
         inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data) for mid in task.ids]
     except Exception as e:  # a missing or corrupt checkpoint fails every metric of the task
         return [_error_row(base, m, task, e) for m in task.metrics]
@@ -158,41 +160,29 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
     ids = [m for m in zoo.catalog["model_id"].unique().sort() if fnmatch.fnmatch(m, models)]
     if not ids:
         raise ZooError(f"{zoo.name}: no model matches {models!r}")
-    table = read_metrics(zoo.root)
-    ok = table.filter(pl.col("error").is_null())
-    done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
-    tasks = plan(zoo, metrics, epochs, ids, done)
-    writer = TableLog(zoo.root / METRICS_FILE, METRICS, table, key=["model_id", "other_id", "epoch", "params_hash"],
-                      flush_s=flush_every)
-    n_rows = n_fail = 0
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    log.info("%s: %d tasks (%s) over %d models at epochs %s on %d worker(s)", zoo.name, len(tasks),
-             ", ".join(m.name for m in metrics), len(ids), epochs, workers)
-    bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(compute, str(zoo.root), t, device): t for t in tasks}
+    with writer_lock(zoo.root):
+        table = read_metrics(zoo.root)
+        ok = table.filter(pl.col("error").is_null())
+        done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
+        tasks = plan(zoo, metrics, epochs, ids, done)
+        writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
+                          key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
+        n_rows = n_fail = 0
+        workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+        log.info("%s: %d tasks (%s) over %d models at epochs %s on %d worker(s)", zoo.name, len(tasks),
+                 ", ".join(m.name for m in metrics), len(ids), epochs, workers)
+        bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
         try:
-            for fut in _as_completed(futures):
-                rows = fut.result()
+            for _, rows in run_unordered(compute, [(str(zoo.root), t, device) for t in tasks], workers=workers,
+                                         initializer=_init_worker):
                 writer.add(pl.DataFrame(rows, schema=METRICS.columns))
                 n_rows += len(rows)
                 n_fail += sum(r["error"] is not None for r in rows)
                 bar.update()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
         finally:
             writer.flush()
-    bar.close()
+            bar.close()
     return RunReport(len(tasks), n_rows, n_fail, time.perf_counter() - t0)
-
-
-def _as_completed(futures):
-    pending = set(futures)
-    while pending:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from finished
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -147,8 +147,9 @@ def hutchinson(matvec: MatVec, n: int, probes: int, *, seed: int = 0, device: to
     """Tr A ≈ mean of zᵀAz over Rademacher z; stderr = sample std / √probes."""
     if probes < 2:
         raise ValueError("hutchinson needs at least 2 probes for a standard error")
-    Z = _rademacher(n, probes, torch.Generator().manual_seed(seed)).to(device)
-    samples = torch.stack([torch.dot(Z[:, i], matvec(Z[:, i])) for i in range(probes)])
+    gen = torch.Generator().manual_seed(seed)
+    probe = lambda: _rademacher(n, 1, gen).to(device)[:, 0]  # one at a time: n × probes could be GBs
+    samples = torch.stack([torch.dot(z, matvec(z)) for z in (probe() for _ in range(probes))])
     return TraceResult(samples.mean().item(), (samples.std() / math.sqrt(probes)).item(), probes)
 
 
@@ -165,6 +166,7 @@ def hutchpp(matvec: MatVec, n: int, *, sketch: int = 20, rtol: float = 0.02, min
     """
     gen = torch.Generator().manual_seed(seed)
     quad = lambda g: torch.dot(g, matvec(g)).item()
+    max_probes = min(max_probes, n)  # beyond n matvecs the exact trace (Σ eᵢᵀAeᵢ) would be cheaper
 
     def sequential(samples: list[float], offset: float, project, matvecs: int) -> TraceResult:
         while True:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import queue as queue_mod
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +30,9 @@ from data.params import SpecError
 from data.schema import CATALOG
 from data.spec import ModelConfig, ZooSpec
 from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries,
-                        write_checkpoint)
+                        write_checkpoint, writer_lock)
 from data.tasks import TaskData, load_task
+from data.workers import CONTEXT, run_unordered
 from data.train import TrainConfig, TrainResult, steps_per_epoch, train_batched, train_one
 
 log = logging.getLogger("phasezoo.generate")
@@ -48,6 +47,7 @@ SECONDS_PER_PARAM_SAMPLE = 1e-10
 @dataclass(frozen=True)
 class Group:
     configs: tuple[ModelConfig, ...]
+    n_params: tuple[int, ...]  # trainable parameters of each model (buffers excluded)
     est_seconds: float  # cost-model estimate, used to schedule the longest groups first
     steps: int  # optimiser steps of the whole group (progress unit)
 
@@ -75,17 +75,19 @@ def plan_groups(spec: ZooSpec, configs: Sequence[ModelConfig], batched: bool = T
             big = size[c.model_id]  # sorted ascending: the newcomer sets the padded size
             if current and per_step(len(current) + 1, big) > (
                     per_step(len(current), size[current[-1].model_id]) + per_step(1, big)):
-                out.append(Group(tuple(current), steps * per_step(len(current), size[current[-1].model_id]), steps))
+                out.append(Group(tuple(current), tuple(size[c.model_id] for c in current),
+                                 steps * per_step(len(current), size[current[-1].model_id]), steps))
                 current = []
             current.append(c)
-        out.append(Group(tuple(current), steps * per_step(len(current), size[current[-1].model_id]), steps))
+        out.append(Group(tuple(current), tuple(size[c.model_id] for c in current),
+                         steps * per_step(len(current), size[current[-1].model_id]), steps))
     return sorted(out, key=lambda g: -g.est_seconds)
 
 
 # Task data by (task, task_params). The main process builds it once and hands it to the workers, which
 # would otherwise each spend seconds regenerating it.
 _TASKS: dict[tuple[str, tuple], TaskData] = {}
-_progress: "mp.Queue | None" = None
+_progress = None  # the main process's progress queue, in a worker
 
 
 def _task(task: str, params: tuple) -> TaskData:
@@ -94,7 +96,7 @@ def _task(task: str, params: tuple) -> TaskData:
     return _TASKS[task, params]
 
 
-def _init_worker(progress: "mp.Queue", tasks: dict) -> None:
+def _init_worker(progress, tasks: dict) -> None:
     global _progress
     torch.set_num_threads(1)  # two workers on two cores: more threads only oversubscribe
     _progress = progress
@@ -143,6 +145,12 @@ def generate(spec_path: str | Path, out: str | Path, workers: int | None = None,
     root = Path(out)
     spec = init_zoo_dir(root, spec_text)
     resolve_device(device)  # fail now, not in a worker, if CUDA is asked for and absent
+    with writer_lock(root):
+        return _generate(root, spec, workers, device, batched, progress, flush_every, t0)
+
+
+def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batched: bool, progress: bool,
+              flush_every: float, t0: float) -> GenerateReport:
     if n := remove_stale_temporaries(root):
         log.info("removed %d temporary file(s) left by an interrupted run", n)
     catalog = read_catalog(root, spec, missing_ok=True)
@@ -154,28 +162,19 @@ def generate(spec_path: str | Path, out: str | Path, workers: int | None = None,
     workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
     log.info("%s: %d models to train (%d already done) in %d groups on %d worker(s)",
              spec.name, len(pending), len(done), len(groups), workers)
-    ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and with CUDA
-    steps_q = ctx.Queue()
+    steps_q = CONTEXT.Queue()
     bar = tqdm(total=sum(g.steps for g in groups), unit="step", disable=not progress, smoothing=0.05,
                desc=f"{spec.name}: {len(pending)} models", file=sys.stderr)
     writer = _Writer(root, spec, catalog, flush_every)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(steps_q, dict(_TASKS))) as pool:
-        futures = {pool.submit(train_group, spec, g.configs, device): g for g in groups}
-        try:
-            while futures:
-                finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(steps_q, bar)
-                for fut in finished:
-                    writer.add(futures.pop(fut).configs, fut.result())
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-        finally:
-            writer.flush()  # keep every finished group, also when another one failed
-    _drain(steps_q, bar)
-    bar.close()
+    try:
+        for i, results in run_unordered(train_group, [(spec, g.configs, device) for g in groups], workers=workers,
+                                        initializer=_init_worker, initargs=(steps_q, dict(_TASKS)),
+                                        on_tick=lambda: _drain(steps_q, bar)):
+            writer.add(groups[i], results)
+    finally:
+        writer.flush()  # keep every finished group, also when another one failed
+        _drain(steps_q, bar)
+        bar.close()
     return GenerateReport(len(pending), len(done), len(groups), time.perf_counter() - t0)
 
 
@@ -200,10 +199,9 @@ class _Writer:
         self.log = TableLog(root / CATALOG_FILE, CATALOG, catalog, key=["model_id", "epoch"],
                             knobs=spec.knob_dtypes, flush_s=flush_s, before_flush=os.sync)
 
-    def add(self, configs: Sequence[ModelConfig], results: Sequence[TrainResult]) -> None:
-        for cfg, res in zip(configs, results):
+    def add(self, group: Group, results: Sequence[TrainResult]) -> None:
+        for cfg, n, res in zip(group.configs, group.n_params, results):
             paths = {e: write_checkpoint(self.root, cfg.model_id, e, sd) for e, sd in sorted(res.checkpoints.items())}
-            n = sum(t.numel() for t in next(iter(res.checkpoints.values())).values())
             self.log.add(catalog_rows(self.spec, cfg, res, paths, n))
 
     def flush(self) -> None:

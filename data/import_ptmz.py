@@ -239,6 +239,8 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
             trials.append(read_trial(d, task, report))
         except ImportError_ as e:
             report.problems.append(f"{e} — trial skipped")
+        except (ValueError, TypeError, SpecError) as e:  # e.g. a non-numeric width in params.json
+            report.problems.append(f"{d.name}/params.json: {type(e).__name__}: {e} — trial skipped")
     if not trials:
         raise ImportError_(f"{src}: none of {len(dirs)} trials could be read: " + "; ".join(report.problems))
     archs = {t.arch for t in trials}

@@ -28,7 +28,7 @@ import polars as pl
 from data.archs import arch_def, arch_params
 from data.params import Param, SpecError, positive, resolve
 from data.schema import KNOB_DTYPES
-from data.tasks import task_params
+from data.tasks import COMMON_PARAMS, task_params
 
 TRAINING_PARAMS = {
     "epochs": positive(int),
@@ -77,10 +77,6 @@ class ZooSpec:
     temperature: Axis
 
     @property
-    def knobs(self) -> tuple[str, ...]:
-        return tuple(self.grid)
-
-    @property
     def knob_dtypes(self) -> dict[str, pl.DataType]:
         return {k: KNOB_DTYPES[type(v[0])] for k, v in self.grid.items()}
 
@@ -109,14 +105,12 @@ class ZooSpec:
 
 
 def _fmt(knob: str, value: Any, digits: int) -> str:
-    return f"{knob}{value:0{digits}d}" if isinstance(value, int) else f"{knob}{value:g}"
+    return f"{knob}{value:0{digits}d}" if isinstance(value, int) else f"{knob}{value!r}"
 
 
 def _section_of(spec: ZooSpec, knob: str) -> str:
-    for section in ("training", "arch_params", "task_params"):
-        if knob in getattr(spec, section):
-            return section
-    raise SpecError(f"grid.{knob}: not a parameter of the task, the architecture or the training")
+    """The section a grid knob belongs to (`_build` has checked that there is one)."""
+    return next(s for s in ("training", "arch_params", "task_params") if knob in getattr(spec, s))
 
 
 def parse_spec(text: str, source: str = "<spec>") -> ZooSpec:
@@ -175,7 +169,7 @@ def _build(raw: Mapping) -> ZooSpec:
     sections = {"task_params": (tp_given, lambda g: task_params(task, g)),
                 "arch_params": (ap_given, lambda g: arch_params(arch, g)),
                 "training": (tr_given, lambda g: resolve("training", TRAINING_PARAMS, g))}
-    declared = {"task_params": {"n_train", "label_noise", "data_seed"}, "arch_params": set(arch_def(arch).params),
+    declared = {"task_params": set(COMMON_PARAMS), "arch_params": set(arch_def(arch).params),
                 "training": set(TRAINING_PARAMS)}
     resolved = {}
     for section, (given, check) in sections.items():
@@ -207,6 +201,10 @@ def _build(raw: Mapping) -> ZooSpec:
         if ax["knob"] not in grid:
             raise SpecError(f"axes.{which}.knob: {ax['knob']!r} is not a grid knob; grid knobs: {list(grid)}")
         parsed_axes.append(Axis(ax["knob"], ax["increases"]))
-    return ZooSpec(name, str(raw.get("description", "")), task, arch, seeds, resolved["task_params"],
+    spec = ZooSpec(name, str(raw.get("description", "")), task, arch, seeds, resolved["task_params"],
                    resolved["arch_params"], resolved["training"], ckpt, tuple(sorted(set(analysis))), grid,
                    *parsed_axes)
+    ids = [m.model_id for m in spec.models()]
+    if len(set(ids)) != len(ids):
+        raise SpecError("grid: two grid points give the same model id; make the values distinct")
+    return spec

@@ -11,9 +11,11 @@ after the checkpoints it names: a model is part of the zoo exactly when its rows
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,9 +54,34 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:  # the rename itself reaches the disk only with its directory
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def writer_lock(root: Path):
+    """One writer per zoo: an exclusive, non-blocking lock on <zoo>/.lock, held while the block runs (the
+    system releases it if the process dies). A second generator or metric runner on the zoo is refused."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ZooError(f"{root} is being written by another process (a generator or metric runner); "
+                       "wait for it to finish") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def remove_stale_temporaries(root: Path) -> int:

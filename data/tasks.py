@@ -104,6 +104,8 @@ def _raw(task: str) -> tuple[np.ndarray, ...]:
     """The task's arrays, generated once per machine and then read from a cache file (ms instead of
     seconds: every worker process needs them). The key carries the generating package's version."""
     package = TASKS[task].package
+    if not package:  # an external task: its loader says why there is no data
+        return TASKS[task].load_raw()
     path = cache_dir() / f"{task}-{package}-{metadata.version(package)}.npz"
     try:
         with np.load(path) as f:
@@ -111,14 +113,16 @@ def _raw(task: str) -> tuple[np.ndarray, ...]:
     except (OSError, KeyError, ValueError):
         pass  # absent or damaged: regenerate
     arrays = TASKS[task].load_raw()
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **dict(zip(("x", "y", "x_test", "y_test"), arrays)))
         os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home only costs the regeneration next time
+    except OSError:  # a read-only home only costs the regeneration next time
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
     return arrays
 
 
@@ -134,7 +138,7 @@ def load_task(task: str, n_train: int = 0, label_noise: float = 0.0, data_seed: 
     y = y.copy()
     n_classes = TASKS[task].n_classes
     flip = rng.random(len(y)) < label_noise
-    # A flipped label is drawn uniformly from the *other* classes, so `label_noise` is the exact wrong fraction.
+    # A flipped label is drawn uniformly from the *other* classes, so `label_noise` is the expected wrong fraction.
     y[flip] = (y[flip] + rng.integers(1, n_classes, flip.sum())) % n_classes
     as_x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
     as_y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))

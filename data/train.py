@@ -1,11 +1,12 @@
 """Training kernels: one model at a time (the reference), and many models in one batched computation.
 
 `train_batched` stacks M models of one architecture — different seeds, and different values of paddable
-parameters such as width, zero-padded to the largest — into tensors with a leading model dimension and
-runs them with `torch.func.vmap(functional_call)`. Each model keeps its own initialisation and its own
-data order; its loss is its own batch mean, and the summed loss gives every model exactly its own gradient.
-SGD (momentum, weight decay) is elementwise, so one optimiser over the stacked tensors updates every
-model exactly as its own optimiser would. The result equals `train_one` up to float summation order.
+parameters such as width, zero-padded to the largest — into tensors with a leading model dimension. Each
+model keeps its own initialisation and its own data order; its loss is its own batch mean. A step is
+either written out (`data.stacked_mlp`, for Linear/activation stacks) or autograd over
+`torch.func.vmap(functional_call)` with one torch optimiser (any architecture): the summed loss gives
+every model exactly its own gradient, and SGD (momentum, weight decay) is elementwise, so the stacked update
+is every model's own. The result equals `train_one` up to float summation order.
 
 Both kernels log a clean eval-mode re-evaluation of the full train and test splits after every epoch
 (epoch 0 = the initialisation) and return CPU copies of the weights at the requested epochs.

@@ -1,8 +1,7 @@
 """Phase map: the automatic labels (analysis.phases) over the load × temperature grid, with margins."""
-import polars as pl
 import streamlit as st
 
-from analysis.phases import classify, default_thresholds
+from analysis.phases import classify, default_thresholds, phase_counts
 from dashboard.charts import phase_map
 from dashboard.picker import current_zoo, load_cells
 
@@ -25,7 +24,6 @@ c1, c2, c3 = st.columns(3)
 c1.metric("τ_L (train loss, nats)", f"{th.train_loss:.3g}", help=th.provenance.get("train_loss"))
 c2.metric("ε (mc, % points)", f"{th.mc:.3g}", help=th.provenance.get("mc"))
 c3.metric("τ_C (CKA)", f"{th.cka:.3g}", help=th.provenance.get("cka"))
-summary = labelled.group_by("phase").agg(cells=pl.len(), median_test_acc=pl.col("test_acc").median()).sort("phase")
-st.dataframe(summary, hide_index=True, key="phases_summary")
+st.dataframe(phase_counts(labelled), hide_index=True, key="phases_summary")
 st.caption("Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
            "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs.")
