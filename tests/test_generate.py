@@ -39,6 +39,21 @@ def test_tiny_zoo_is_complete(tiny_zoo):
     assert set(cat["epoch"].unique()) == {0, 1, 2, 3}
     assert cat.filter(pl.col("epoch") == 3)["train_loss"].mean() < cat.filter(pl.col("epoch") == 0)["train_loss"].mean()
     assert all((tiny_zoo / p).is_file() for p in zoo.checkpoints()["checkpoint"])
+    from data.archs import n_params
+
+    row = cat.row(0, named=True)
+    assert row["n_params"] == n_params(zoo.build_model(row["model_id"], 0))
+
+
+def test_one_writer_per_zoo(tiny_zoo):
+    from data.store import ZooError, writer_lock
+
+    with writer_lock(tiny_zoo):
+        with pytest.raises(ZooError, match="being written by another process"):
+            with writer_lock(tiny_zoo):
+                pass
+    with writer_lock(tiny_zoo):  # released
+        pass
 
 
 def test_groups_pad_small_widths_together():

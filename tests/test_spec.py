@@ -32,6 +32,7 @@ def test_tiny_spec_parses_and_expands():
     ('knob = "batch_size"', 'knob = "lr"', "axes.temperature.knob: 'lr' is not a grid knob"),
     ("increases = false", "increases = 3", "axes.load: needs knob"),
     ("[grid]", "[grid\n", "not valid TOML"),
+    ("[grid]", "[grid]\nlr = [0.1, 0.1000000000000000001]", "distinct"),
 ])
 def test_bad_specs_name_the_problem(old, new, message):
     assert old in TINY_SPEC
