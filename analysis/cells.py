@@ -92,3 +92,13 @@ def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoc
             pl.len().cast(pl.Int64).alias(f"{name}_n"))
         table = table.join(agg, on=axes, how="left")
     return table.sort(axes)
+
+
+def cell_models(catalog: pl.DataFrame, spec: ZooSpec, load_value, temperature_value) -> list[str]:
+    """The model ids (seeds, and any pooled knobs) of one grid cell, sorted."""
+    return sorted(catalog.filter((pl.col(spec.load.knob) == load_value)
+                                 & (pl.col(spec.temperature.knob) == temperature_value))["model_id"].unique())
+
+
+def cell_label(spec: ZooSpec, load_value, temperature_value) -> str:
+    return f"{spec.load.knob}={load_value} · {spec.temperature.knob}={temperature_value}"

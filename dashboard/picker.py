@@ -29,7 +29,18 @@ def load_zoo(path: str | Path) -> Zoo:
 @st.cache_data(show_spinner="Aggregating cells…", max_entries=16)
 def _cells(path: str, epoch: int, mtimes: tuple[float, float]):  # mtimes in the key: new metrics reload
     zoo = load_zoo(path)
-    return cell_table(read_metrics(zoo.root), zoo.catalog, zoo.spec, epoch)
+    return cell_table(load_metrics(zoo.root), zoo.catalog, zoo.spec, epoch)
+
+
+@st.cache_data(show_spinner="Reading metrics…", max_entries=4)
+def _metrics(path: str, mtime: float):
+    return read_metrics(Path(path))
+
+
+def load_metrics(root: Path):
+    """The zoo's metrics table, cached until metrics.parquet changes."""
+    f = Path(root) / METRICS_FILE
+    return _metrics(str(Path(root).resolve()), f.stat().st_mtime if f.exists() else 0.0)
 
 
 def load_cells(root: Path, epoch: int):

@@ -14,13 +14,25 @@ from dashboard.charts import axis_orders, grid_heatmap
 from analysis.cells import cell_stats
 from data.spec import parse_spec
 from data.store import Zoo
-from tests.conftest import ROOT, TINY_SPEC
+from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC
 
 APP = str(ROOT / "dashboard" / "app.py")
 
 
 def figures(at):
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def array(v):
+    """A Plotly JSON array: a list, or a typed array {"dtype", "bdata" (base64), "shape"}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")]) if "shape" in v else a
+    return np.asarray(v)
 
 
 def test_overview_on_default_zoo():
@@ -129,3 +141,48 @@ def test_phases_page_without_metrics(tiny_zoo, monkeypatch):
     at.switch_page("views/phases.py").run()
     assert not at.exception
     assert "no metrics at this epoch" in at.warning[0].value
+
+
+def test_cell_detail_page():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/cell.py").run()
+    assert not at.exception, at.exception
+    figs = figures(at)
+    assert len(figs) == 4  # loss curves, accuracy curves, mc profiles, CKA matrix
+    loss = figs[0]["data"]
+    assert len(loss) == 6 and array(loss[0]["x"])[0] == 0 and len(array(loss[0]["x"])) == 301  # 3 seeds × 2 splits
+    cka = array(figs[3]["data"][0]["z"])
+    assert cka.shape == (3, 3) and all(cka[i, i] == 1 for i in range(3)) and (cka < 1).sum() == 6
+    at.selectbox(key="cell_load").set_value(2).run()
+    assert not at.exception
+    assert "width=2" in at.caption[0].value
+
+
+def test_spectra_page_per_phase_and_chosen_cells():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/spectra.py").run()
+    assert not at.exception, at.exception
+    density = figures(at)[0]
+    assert {t["name"].split()[0] for t in density["data"]} == {"I", "II", "III", "IV-A", "IV-B"}
+    at.radio(key="spectra_mode").set_value("chosen").run()
+    assert not at.exception and len(figures(at)[0]["data"]) == 2
+    at.multiselect(key="spectra_cells").set_value([]).run()
+    assert not at.exception and "at least one cell" in at.info[0].value
+
+
+def test_mean_esd_integrates_to_one():
+    import numpy as np
+    import polars as pl
+
+    from analysis.spectra import esd_curves, mean_esd
+    from data.store import read_metrics
+
+    m = read_metrics(DEFAULT_ZOO)
+    ids = ["width256-batch_size0064-s0", "width256-batch_size0064-s1", "width256-batch_size0064-s2"]
+    curves = esd_curves(m, ids, 300)
+    assert curves["model_id"].n_unique() == 3
+    mean = mean_esd(curves)
+    assert np.trapezoid(mean["density"].to_numpy(), mean["eigenvalue"].to_numpy()) == pytest.approx(1.0, abs=0.01)
+    assert mean_esd(curves.filter(pl.lit(False))).is_empty()
