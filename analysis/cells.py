@@ -102,3 +102,28 @@ def cell_models(catalog: pl.DataFrame, spec: ZooSpec, load_value, temperature_va
 
 def cell_label(spec: ZooSpec, load_value, temperature_value) -> str:
     return f"{spec.load.knob}={load_value} · {spec.temperature.knob}={temperature_value}"
+
+
+def scalar_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The (metric, split) pairs with one model-level value per model or pair (no layer, no curve), plus the
+    top Hessian eigenvalue (coord = rank 1): what a per-cell heatmap can show."""
+    ok = metrics.filter(pl.col("layer").is_null() & pl.col("error").is_null()
+                        & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue")
+                                                        & (pl.col("coord") == 1.0))))
+    return ok.select("metric", "split", "coord").unique().sort("metric", "split", nulls_last=True)
+
+
+def metric_cells(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int, metric: str,
+                 split: str | None, coord: float | None = None, how: str = "mean",
+                 log_mean: bool = False) -> pl.DataFrame:
+    """One metric per cell: <load>, <temperature>, value, n_seeds. `how` is mean, min, max or `seed N` (that
+    seed only); with `log_mean` the mean is ln(mean) (PTMZ's convention for Hessian quantities)."""
+    axes = [spec.load.knob, spec.temperature.knob]
+    units = per_unit_values(metrics, catalog, spec, epoch, {"v": [(metric, split, coord)]})
+    if how.startswith("seed "):
+        seeds = catalog.select("model_id", "seed").unique()
+        units = units.join(seeds, on="model_id").filter(pl.col("seed") == int(how.split()[1]))
+        how = "mean"
+    v = pl.col("value")
+    agg = {"mean": v.mean().log() if log_mean else v.mean(), "min": v.min(), "max": v.max()}[how]
+    return units.group_by(axes).agg(agg.alias("value"), pl.len().cast(pl.Int64).alias("n_seeds")).sort(axes)

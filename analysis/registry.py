@@ -128,3 +128,13 @@ def list_metrics(pattern: str = "*", scope: str | None = None) -> list[Metric]:
     _load_definitions()
     return [m for name, m in sorted(REGISTRY.items())
             if fnmatch.fnmatch(name, pattern) and (scope is None or m.scope == scope)]
+
+
+def find_output(name: str) -> Output | None:
+    """The declaration of an output name (its sign, scale and role), or None for names no metric emits
+    (e.g. values imported from a published zoo)."""
+    for m in list_metrics():
+        for o in m.outputs:
+            if o.name == name:
+                return o
+    return None

@@ -14,7 +14,7 @@ st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"
 pages = [
     st.Page(VIEWS / "overview.py", title="Zoo overview", icon=":material/grid_on:", url_path="overview", default=True),
-    st.Page(VIEWS / "phases.py", title="Phases", icon=":material/category:", url_path="phases"),
+    st.Page(VIEWS / "phases.py", title="Phase diagram", icon=":material/category:", url_path="phases"),
     st.Page(VIEWS / "cell.py", title="Cell detail", icon=":material/zoom_in:", url_path="cell"),
     st.Page(VIEWS / "spectra.py", title="Hessian spectra", icon=":material/ssid_chart:", url_path="spectra"),
 ]

@@ -18,11 +18,13 @@ def axis_orders(spec: ZooSpec) -> tuple[list, list]:
 
 def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, title: str = "",
                  colorscale: str = "Viridis", log_color: bool = False, zrange: tuple[float, float] | None = None,
-                 hover_label: str = "value") -> go.Figure:
+                 hover_label: str = "value", zmid: float | None = None,
+                 labels: pl.DataFrame | None = None) -> go.Figure:
     """Heatmap of `cells[value]` over the load × temperature grid; empty cells stay blank.
 
     Knob values are categorical on the axes: the grids are geometric, so equal steps are log spacing.
-    `log_color` colours by log10 of the value while the hover shows the value itself.
+    `log_color` colours by log10 of the value while the hover shows the value itself; `zmid` centres a
+    diverging scale; `labels` (the knob columns and `phase`) writes each cell's phase over it.
     """
     xk, yk = spec.load.knob, spec.temperature.knob
     xs, ys = axis_orders(spec)
@@ -40,10 +42,15 @@ def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, tit
         shown = np.log10(np.clip(z, 1e-12, None))
         decades = np.arange(np.floor(np.nanmin(shown, initial=0)), np.ceil(np.nanmax(shown, initial=0)) + 1)
         colorbar = dict(tickvals=decades, ticktext=[f"{10 ** d:g}" for d in decades])
+    text = np.full(z.shape, "", dtype=object)
+    if labels is not None:
+        for row in labels.iter_rows(named=True):
+            if row[xk] in xi and row[yk] in yi:
+                text[yi[row[yk]], xi[row[xk]]] = row["phase"]
     fig = go.Figure(go.Heatmap(
-        z=shown, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale=colorscale,
+        z=shown, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale=colorscale, zmid=zmid,
         customdata=np.dstack([z, n]), zmin=zrange[0] if zrange else None, zmax=zrange[1] if zrange else None,
-        colorbar=colorbar,
+        colorbar=colorbar, text=text, texttemplate="%{text}",
         hovertemplate=f"{xk}=%{{x}}<br>{yk}=%{{y}}<br>{hover_label}=%{{customdata[0]:.4g}}"
                       "<br>seeds=%{customdata[1]}<extra></extra>"))
     fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=420)

@@ -125,13 +125,25 @@ def test_phases_page_on_default_zoo():
     at.run()
     at.switch_page("views/phases.py").run()
     assert not at.exception, at.exception
-    (fig,) = figures(at)
-    trace = fig["data"][0]
+    metric_map, phase = figures(at)
+    trace = phase["data"][0]
     assert trace["x"][0] == "2" and trace["y"][-1] == "8"
     labels = {t.split()[0] for row in trace["text"] for t in row if t}
     assert labels == {"I", "II", "III", "IV-A", "IV-B"}
-    summary = at.dataframe[0].value
-    assert set(summary["phase"]) == labels
+    assert "test_acc" in metric_map["layout"]["title"]["text"]
+    assert {t for row in metric_map["data"][0]["text"] for t in row if t} == labels  # phases over the metric
+    assert set(at.dataframe[0].value["phase"]) == labels
+    # a threshold moved: reclassified at once (τ_L of 10 nats: every cell counts as fitted, no I or II)
+    at.slider(key="phases_tau_loss").set_value(1.0).run()
+    assert not at.exception
+    moved = {t.split()[0] for row in figures(at)[1]["data"][0]["text"] for t in row if t}
+    assert not moved & {"I", "II"}
+    # mc is shown on a diverging scale centred at 0; one seed instead of the mean
+    at.selectbox(key="phases_metric").set_value(("mc_bezier", "train", None)).run()
+    at.selectbox(key="phases_how").set_value("seed 1").run()
+    assert not at.exception
+    fig = figures(at)[0]
+    assert fig["data"][0]["zmid"] == 0 and "seed 1" in fig["layout"]["title"]["text"]
 
 
 def test_phases_page_without_metrics(tiny_zoo, monkeypatch):
