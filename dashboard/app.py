@@ -9,6 +9,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first on sys.pa
 import streamlit as st  # noqa: E402
 
 from dashboard.picker import pick_zoo  # noqa: E402
+from dashboard.widgets import pick_image_format  # noqa: E402
 
 st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"
@@ -17,7 +18,9 @@ pages = [
     st.Page(VIEWS / "phases.py", title="Phase diagram", icon=":material/category:", url_path="phases"),
     st.Page(VIEWS / "cell.py", title="Cell detail", icon=":material/zoom_in:", url_path="cell"),
     st.Page(VIEWS / "spectra.py", title="Hessian spectra", icon=":material/ssid_chart:", url_path="spectra"),
+    st.Page(VIEWS / "downstream.py", title="Ensembles & averaging", icon=":material/hub:", url_path="downstream"),
 ]
 page = st.navigation(pages)
 pick_zoo()  # the sidebar's zoo picker, shared by every page
+pick_image_format()
 page.run()

@@ -1,6 +1,9 @@
 """Widgets shared by pages: each draws itself and returns a value."""
 from __future__ import annotations
 
+import io
+
+import polars as pl
 import streamlit as st
 
 from data.spec import ZooSpec
@@ -19,3 +22,25 @@ def pick_cell(spec: ZooSpec, key: str) -> tuple:
 def pick_epoch(spec: ZooSpec, key: str) -> int:
     epochs = list(spec.analysis_epochs)
     return st.selectbox("Analysis epoch", epochs, index=len(epochs) - 1, key=key)
+
+
+IMAGE_FORMAT_KEY = "image_format"
+
+
+def pick_image_format() -> None:
+    """Sidebar (in the router): the format of the charts' camera button, PNG or SVG."""
+    st.sidebar.radio("Chart downloads", ["png", "svg"], horizontal=True, key=IMAGE_FORMAT_KEY,
+                     help="The camera button of every chart saves it in this format.")
+
+
+def chart(fig, table: pl.DataFrame | None, key: str, container=st) -> None:
+    """A Plotly chart whose camera button saves PNG or SVG, with its underlying table as CSV and Parquet."""
+    fmt = st.session_state.get(IMAGE_FORMAT_KEY, "png")
+    container.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": fmt, "filename": key}})
+    if table is not None and not table.is_empty():
+        a, b, _ = container.columns([1, 1, 4])
+        a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv")
+        buf = io.BytesIO()
+        table.write_parquet(buf)
+        b.download_button("Parquet", buf.getvalue(), f"{key}.parquet", "application/octet-stream",
+                          key=f"{key}_parquet")

@@ -44,6 +44,12 @@ def test_overview_on_default_zoo():
     acc = figs[0]["data"][0]
     assert acc["x"] == ["2", "4", "8", "16", "32", "64", "128", "256"]  # capacity grows to the right
     assert acc["y"][-1] == "8" and acc["y"][0] == "1024"  # hottest (smallest batch) on top
+    # every chart: the camera button saves the chosen format, and its table downloads as CSV and Parquet
+    assert len(at.get("download_button")) == 4
+    chart_el = at.get("plotly_chart")[0].proto
+    assert json.loads(chart_el.config)["toImageButtonOptions"]["format"] == "png"
+    at.radio(key="image_format").set_value("svg").run()
+    assert json.loads(at.get("plotly_chart")[0].proto.config)["toImageButtonOptions"]["format"] == "svg"
     # the slider reclassifies nothing yet, but it changes the epoch shown
     at.select_slider(key="overview_epoch").set_value(0).run()
     assert not at.exception
@@ -198,3 +204,27 @@ def test_mean_esd_integrates_to_one():
     mean = mean_esd(curves)
     assert np.trapezoid(mean["density"].to_numpy(), mean["eigenvalue"].to_numpy()) == pytest.approx(1.0, abs=0.01)
     assert mean_esd(curves.filter(pl.lit(False))).is_empty()
+
+
+def test_downstream_page_says_what_is_missing_and_shows_imported_results(tmp_path, monkeypatch):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/downstream.py").run()
+    assert not at.exception and "No downstream results" in at.info[0].value
+    # an imported published zoo carries WiSE-FT and git re-basin deltas: shown by phase
+    from tests.test_import_ptmz import LANDSCAPE, write_trial
+    from data.import_ptmz import import_zoo
+
+    src = tmp_path / "published"
+    for width in (2, 4):
+        for batch in (32, 128):
+            for seed in (0, 1):
+                write_trial(src, width, batch, seed, landscape={**LANDSCAPE, "wiseft_acc_test_delta": 0.01 * width})
+    import_zoo(src, tmp_path / "zoo")
+    monkeypatch.setenv("PHASEZOO_ZOO", str(tmp_path / "zoo"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/downstream.py").run()
+    assert not at.exception, at.exception
+    heat, box = figures(at)
+    assert box["data"] and heat["data"][0]["zmid"] == 0

@@ -1,5 +1,6 @@
 """Cell detail: one grid cell's seeds — training curves, metrics with their errors, mode-connectivity
 profiles, the CKA matrix of the seeds, and the per-layer data-free metrics."""
+
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -8,7 +9,7 @@ import streamlit as st
 from analysis.cells import cell_label, cell_models
 from dashboard.charts import line_chart
 from dashboard.picker import current_zoo, load_metrics
-from dashboard.widgets import pick_cell, pick_epoch
+from dashboard.widgets import chart, pick_cell, pick_epoch
 
 zoo = current_zoo()
 if zoo is None:
@@ -22,35 +23,68 @@ if not ids:
     st.stop()
 st.caption(f"{cell_label(spec, x, y)}: {len(ids)} models — " + ", ".join(ids))
 
-curves = (cat.filter(pl.col("model_id").is_in(ids))
-          .unpivot(index=["model_id", "seed", "epoch"], on=["train_loss", "test_loss", "train_acc", "test_acc"])
-          .with_columns(split=pl.col("variable").str.split("_").list.first(),
-                        kind=pl.col("variable").str.split("_").list.last()))
+curves = (
+    cat.filter(pl.col("model_id").is_in(ids))
+    .unpivot(index=["model_id", "seed", "epoch"], on=["train_loss", "test_loss", "train_acc", "test_acc"])
+    .with_columns(
+        split=pl.col("variable").str.split("_").list.first(), kind=pl.col("variable").str.split("_").list.last()
+    )
+)
+loss, acc = (curves.filter(pl.col("kind") == k) for k in ("loss", "acc"))
 left, right = st.columns(2)
-left.plotly_chart(line_chart(curves.filter(pl.col("kind") == "loss"), "epoch", "value", "seed", dash="split",
-                             log_y=True, title="Loss per seed (solid: test, dotted: train)"), key="cell_loss")
-right.plotly_chart(line_chart(curves.filter(pl.col("kind") == "acc"), "epoch", "value", "seed", dash="split",
-                              title="Accuracy per seed (solid: test, dotted: train)"), key="cell_acc")
+chart(
+    line_chart(
+        loss, "epoch", "value", "seed", dash="split", log_y=True, title="Loss per seed (solid: test, dotted: train)"
+    ),
+    loss,
+    "cell_loss",
+    left,
+)
+chart(
+    line_chart(acc, "epoch", "value", "seed", dash="split", title="Accuracy per seed (solid: test, dotted: train)"),
+    acc,
+    "cell_acc",
+    right,
+)
 
 epoch = pick_epoch(spec, "cell_epoch")
-m = load_metrics(zoo.root).filter(pl.col("model_id").is_in(ids) & (pl.col("epoch") == epoch) & pl.col("error").is_null())
+m = load_metrics(zoo.root).filter(
+    pl.col("model_id").is_in(ids) & (pl.col("epoch") == epoch) & pl.col("error").is_null()
+)
 if m.is_empty():
     st.warning("No metrics for this cell at this epoch: run `python -m analysis.run <zoo>`.")
     st.stop()
-scalars = (m.filter(pl.col("layer").is_null() & pl.col("other_id").is_null()
-                    & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue") & (pl.col("coord") == 1))))
-           .select("model_id", "metric", "split", "value", "stderr").sort("metric", "split", "model_id"))
+scalars = (
+    m.filter(
+        pl.col("layer").is_null()
+        & pl.col("other_id").is_null()
+        & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue") & (pl.col("coord") == 1)))
+    )
+    .select("model_id", "metric", "split", "value", "stderr")
+    .sort("metric", "split", "model_id")
+)
 st.subheader("Metrics per seed (value ± standard error where estimated)")
 st.dataframe(scalars, hide_index=True, key="cell_metrics")
 
 st.subheader("Mode connectivity along the path, per seed pair")
-prof = (m.filter(pl.col("metric").is_in(["mc_bezier_error", "mc_linear_error"]))
-        .with_columns(pair=pl.col("model_id").str.slice(-2) + "–" + pl.col("other_id").str.slice(-2),
-                      path=pl.col("metric").str.split("_").list.get(1)))
+prof = m.filter(pl.col("metric").is_in(["mc_bezier_error", "mc_linear_error"])).with_columns(
+    pair=pl.col("model_id").str.slice(-2) + "–" + pl.col("other_id").str.slice(-2),
+    path=pl.col("metric").str.split("_").list.get(1),
+)
 if not prof.is_empty():
-    st.plotly_chart(line_chart(prof.rename({"coord": "t", "value": "training error (%)"}), "t", "training error (%)",
-                               "pair", dash="path", title="solid: Bézier curve, dotted: straight line"),
-                    key="cell_mc")
+    chart(
+        line_chart(
+            prof.rename({"coord": "t", "value": "training error (%)"}),
+            "t",
+            "training error (%)",
+            "pair",
+            dash="path",
+            title="solid: Bézier curve, dotted: straight line",
+        ),
+        prof,
+        "cell_mc",
+        st,
+    )
 cka = m.filter(pl.col("metric") == "cka_logits_test")
 if not cka.is_empty():
     idx = {mid: i for i, mid in enumerate(ids)}
@@ -58,12 +92,15 @@ if not cka.is_empty():
     for r in cka.iter_rows(named=True):
         mat[idx[r["model_id"]], idx[r["other_id"]]] = mat[idx[r["other_id"]], idx[r["model_id"]]] = r["value"]
     seeds = [i.rsplit("-", 1)[-1] for i in ids]
-    fig = go.Figure(go.Heatmap(z=mat, x=seeds, y=seeds, zmin=0, zmax=1, colorscale="Viridis",
-                               texttemplate="%{z:.2f}"))
+    fig = go.Figure(go.Heatmap(z=mat, x=seeds, y=seeds, zmin=0, zmax=1, colorscale="Viridis", texttemplate="%{z:.2f}"))
     fig.update_layout(title="Logit CKA between seeds (test inputs)", height=320, margin=dict(l=10, r=10, t=40, b=10))
-    st.plotly_chart(fig, key="cell_cka")
-layers = (m.filter(pl.col("layer").is_not_null() & pl.col("metric").is_in(["alpha", "alpha_ks", "stable_rank",
-                                                                           "spectral_norm"]))
-          .pivot(on="metric", index=["model_id", "layer"], values="value").sort("model_id", "layer"))
+    chart(fig, cka, "cell_cka", st)
+layers = (
+    m.filter(
+        pl.col("layer").is_not_null() & pl.col("metric").is_in(["alpha", "alpha_ks", "stable_rank", "spectral_norm"])
+    )
+    .pivot(on="metric", index=["model_id", "layer"], values="value")
+    .sort("model_id", "layer")
+)
 st.subheader("Data-free metrics per layer")
 st.dataframe(layers, hide_index=True, key="cell_layers")

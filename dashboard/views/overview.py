@@ -1,10 +1,12 @@
 """Zoo overview: the spec, grid coverage, and accuracy and loss over the load × temperature grid."""
+
 import polars as pl
 import streamlit as st
 
 from analysis.cells import cell_stats, coverage
 from dashboard.charts import grid_heatmap
 from dashboard.picker import current_zoo
+from dashboard.widgets import chart
 
 zoo = current_zoo()
 if zoo is None:
@@ -27,7 +29,8 @@ with st.expander("Spec and axes", expanded=False):
         f"**Load axis** `{spec.load.knob}` (load {'rises' if spec.load.increases else 'falls'} as it grows) · "
         f"**temperature axis** `{spec.temperature.knob}` "
         f"(temperature {'rises' if spec.temperature.increases else 'falls'} as it grows)  \n"
-        f"**Checkpoint epochs** {list(spec.checkpoint_epochs)} · **analysis epochs** {list(spec.analysis_epochs)}")
+        f"**Checkpoint epochs** {list(spec.checkpoint_epochs)} · **analysis epochs** {list(spec.analysis_epochs)}"
+    )
     st.code((zoo.root / "spec.toml").read_text(), language="toml")
 
 if cat.is_empty():
@@ -35,31 +38,80 @@ if cat.is_empty():
     st.stop()
 
 if n_models < n_expected:
-    st.warning(f"Incomplete zoo: {n_expected - n_models} of {n_expected} models missing "
-               "(resume with `python -m data.generate`).")
-    st.plotly_chart(grid_heatmap(cov.rename({"n_models": "value"}), spec, "value", title="Models per cell",
-                                 colorscale="Blues", hover_label="models"), key="overview_coverage")
+    st.warning(
+        f"Incomplete zoo: {n_expected - n_models} of {n_expected} models missing "
+        "(resume with `python -m data.generate`)."
+    )
+    chart(
+        grid_heatmap(
+            cov.rename({"n_models": "value"}),
+            spec,
+            "value",
+            title="Models per cell",
+            colorscale="Blues",
+            hover_label="models",
+        ),
+        cov,
+        "overview_coverage",
+        st,
+    )
 
 epochs = sorted(cat["epoch"].unique())
-epoch = st.select_slider("Epoch", options=epochs, value=max(e for e in spec.analysis_epochs if e in epochs)
-                         if any(e in epochs for e in spec.analysis_epochs) else epochs[-1], key="overview_epoch")
-fixed = st.toggle("Fixed 0–1 accuracy scale", value=False, key="overview_fixed_scale",
-                  help="Off: the colour range follows the data, so small differences show.")
+epoch = st.select_slider(
+    "Epoch",
+    options=epochs,
+    value=max(e for e in spec.analysis_epochs if e in epochs)
+    if any(e in epochs for e in spec.analysis_epochs)
+    else epochs[-1],
+    key="overview_epoch",
+)
+fixed = st.toggle(
+    "Fixed 0–1 accuracy scale",
+    value=False,
+    key="overview_fixed_scale",
+    help="Off: the colour range follows the data, so small differences show.",
+)
 left, right = st.columns(2)
 acc = cell_stats(cat, spec, epoch, "test_acc")
 loss = cell_stats(cat, spec, epoch, "train_loss")
-left.plotly_chart(grid_heatmap(acc, spec, title=f"Test accuracy (seed mean), epoch {epoch}",
-                               colorscale="Viridis", zrange=(0.0, 1.0) if fixed else None,
-                               hover_label="test acc"),
-                  key="overview_test_acc")
-right.plotly_chart(grid_heatmap(loss, spec, title=f"Train loss (seed mean, log colour), epoch {epoch}",
-                                colorscale="Plasma", log_color=True, hover_label="train loss"),
-                   key="overview_train_loss")
-st.caption("Losses and accuracies are clean eval-mode re-evaluations on the full split after each epoch. "
-           "x: capacity grows to the right; y: the hottest (noisiest) training is on top.")
+chart(
+    grid_heatmap(
+        acc,
+        spec,
+        title=f"Test accuracy (seed mean), epoch {epoch}",
+        colorscale="Viridis",
+        zrange=(0.0, 1.0) if fixed else None,
+        hover_label="test acc",
+    ),
+    acc,
+    "overview_test_acc",
+    left,
+)
+chart(
+    grid_heatmap(
+        loss,
+        spec,
+        title=f"Train loss (seed mean, log colour), epoch {epoch}",
+        colorscale="Plasma",
+        log_color=True,
+        hover_label="train loss",
+    ),
+    loss,
+    "overview_train_loss",
+    right,
+)
+st.caption(
+    "Losses and accuracies are clean eval-mode re-evaluations on the full split after each epoch. "
+    "x: capacity grows to the right; y: the hottest (noisiest) training is on top."
+)
 
 with st.expander("Per-cell table"):
-    table = acc.rename({"mean": "test_acc", "std": "test_acc_std"}).drop("min", "max").join(
-        loss.select(spec.load.knob, spec.temperature.knob, pl.col("mean").alias("train_loss")),
-        on=[spec.load.knob, spec.temperature.knob])
+    table = (
+        acc.rename({"mean": "test_acc", "std": "test_acc_std"})
+        .drop("min", "max")
+        .join(
+            loss.select(spec.load.knob, spec.temperature.knob, pl.col("mean").alias("train_loss")),
+            on=[spec.load.knob, spec.temperature.knob],
+        )
+    )
     st.dataframe(table, hide_index=True, key="overview_table")

@@ -1,5 +1,6 @@
 """Phase diagram: any metric over the load × temperature grid with the phase labels over it, thresholds
 that reclassify at once, and the categorical phase map with each cell's margins."""
+
 import math
 
 import polars as pl
@@ -10,7 +11,7 @@ from analysis.phases import Thresholds, classify, default_thresholds, phase_coun
 from analysis.registry import find_output
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import pick_epoch
+from dashboard.widgets import chart, pick_epoch
 
 zoo = current_zoo()
 if zoo is None:
@@ -22,31 +23,49 @@ with c1:
     epoch = pick_epoch(spec, "phases_epoch")
 cells = load_cells(zoo.root, epoch)
 if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
-    st.warning("This zoo has no metrics at this epoch yet: run `python -m analysis.run <zoo>` first. "
-               "The Zoo overview page still shows its training results.")
+    st.warning(
+        "This zoo has no metrics at this epoch yet: run `python -m analysis.run <zoo>` first. "
+        "The Zoo overview page still shows its training results."
+    )
     st.stop()
 metrics = load_metrics(zoo.root)
 options = [tuple(r) for r in scalar_metrics(metrics.filter(pl.col("epoch") == epoch)).iter_rows()]
 default = next((i for i, o in enumerate(options) if o[0] == "test_acc"), 0)
-metric, split, coord = c2.selectbox("Metric", options, index=default, key="phases_metric",
-                                    format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else ""))
+metric, split, coord = c2.selectbox(
+    "Metric", options, index=default, key="phases_metric", format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else "")
+)
 how = c3.selectbox("Over seeds", ["mean", "min", "max", *[f"seed {s}" for s in spec.seeds]], key="phases_how")
 
 base = default_thresholds(cells)
 with st.expander("Thresholds (reclassify at once)", expanded=False):
     t1, t2, t3 = st.columns(3)
-    log_tau = t1.slider("log₁₀ τ_L (train loss, nats)", -3.0, 1.0, round(math.log10(base.train_loss), 2), 0.01,
-                        key="phases_tau_loss", help=base.provenance.get("train_loss"))
+    log_tau = t1.slider(
+        "log₁₀ τ_L (train loss, nats)",
+        -3.0,
+        1.0,
+        round(math.log10(base.train_loss), 2),
+        0.01,
+        key="phases_tau_loss",
+        help=base.provenance.get("train_loss"),
+    )
     eps = t2.slider("ε (mc, % points)", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
-    tau_c = t3.slider("τ_C (CKA)", 0.0, 1.0, round(base.cka, 3) if base.cka == base.cka else 0.7, 0.005,
-                      key="phases_tau_cka", help=base.provenance.get("cka"))
-th = Thresholds(10 ** log_tau, eps, tau_c, provenance=base.provenance)
+    tau_c = t3.slider(
+        "τ_C (CKA)",
+        0.0,
+        1.0,
+        round(base.cka, 3) if base.cka == base.cka else 0.7,
+        0.005,
+        key="phases_tau_cka",
+        help=base.provenance.get("cka"),
+    )
+th = Thresholds(10**log_tau, eps, tau_c, provenance=base.provenance)
 labelled = classify(cells, th)
 
 out = find_output(metric)
 hessian_like = metric.startswith("hessian")
-values = metric_cells(metrics, zoo.catalog, spec, epoch, metric, split, coord, how,
-                      log_mean=hessian_like and how == "mean")
+values = metric_cells(
+    metrics, zoo.catalog, spec, epoch, metric, split, coord, how, log_mean=hessian_like and how == "mean"
+)
 style = {"colorscale": "Viridis"}
 if out is not None and out.role == "connectivity":
     style = {"colorscale": "RdBu", "zmid": 0.0}  # diverging, centred at 0: barrier red, connected white
@@ -56,11 +75,25 @@ elif out is not None and out.unit == "fraction" and st.toggle("Fixed 0–1 scale
     style["zrange"] = (0.0, 1.0)
 label = ("ln " if hessian_like and how == "mean" else "") + metric + (f" ({split})" if split else "")
 left, right = st.columns(2)
-left.plotly_chart(grid_heatmap(values, spec, "value", title=f"{label}, {how} over seeds, epoch {epoch}",
-                               hover_label=metric, labels=labelled, **style), key="phases_metric_map")
-right.plotly_chart(phase_map(labelled, spec, title="Phase labels (· = near a threshold)"), key="phases_map")
+chart(
+    grid_heatmap(
+        values,
+        spec,
+        "value",
+        title=f"{label}, {how} over seeds, epoch {epoch}",
+        hover_label=metric,
+        labels=labelled,
+        **style,
+    ),
+    values,
+    "phases_metric_map",
+    left,
+)
+chart(phase_map(labelled, spec, title="Phase labels (· = near a threshold)"), labelled, "phases_map", right)
 st.dataframe(phase_counts(labelled), hide_index=True, key="phases_summary")
-st.caption("Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
-           "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs.")
+st.caption(
+    "Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
+    "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs."
+)
 if out is not None:
     st.caption(f"{metric}: {out.sign}" + (f" [{out.unit}]" if out.unit else ""))

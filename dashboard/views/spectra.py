@@ -1,4 +1,5 @@
 """Hessian spectra: spectral densities of chosen cells or of one cell per phase; sharpness over the grid."""
+
 import polars as pl
 import streamlit as st
 
@@ -7,7 +8,7 @@ from analysis.phases import classify, default_thresholds
 from analysis.spectra import esd_curves, mean_esd
 from dashboard.charts import density_chart, grid_heatmap
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import pick_epoch
+from dashboard.widgets import chart, pick_epoch
 
 zoo = current_zoo()
 if zoo is None:
@@ -28,32 +29,76 @@ xk, yk = spec.load.knob, spec.temperature.knob
 if mode == "one per phase":
     labelled = classify(cells, default_thresholds(cells)).filter(pl.col("phase") != "unclassified")
     # each phase's cell of median test accuracy: typical, not extreme
-    picks = [(r["phase"], r[xk], r[yk]) for r in labelled.sort("test_acc").group_by("phase", maintain_order=True)
-             .agg(pl.all().get(pl.len() // 2)).sort("phase").iter_rows(named=True)]
+    picks = [
+        (r["phase"], r[xk], r[yk])
+        for r in labelled.sort("test_acc")
+        .group_by("phase", maintain_order=True)
+        .agg(pl.all().get(pl.len() // 2))
+        .sort("phase")
+        .iter_rows(named=True)
+    ]
 else:
     options = [(r[xk], r[yk]) for r in cells.iter_rows(named=True)]
-    chosen = st.multiselect("Cells", options, default=[options[-1], options[0]], key="spectra_cells",
-                            format_func=lambda c: cell_label(spec, *c))
+    chosen = st.multiselect(
+        "Cells",
+        options,
+        default=[options[-1], options[0]],
+        key="spectra_cells",
+        format_func=lambda c: cell_label(spec, *c),
+    )
     picks = [(cell_label(spec, x, y), x, y) for x, y in chosen]
 if not picks:
     st.info("Choose at least one cell.")
     st.stop()
-curves = pl.concat([mean_esd(esd_curves(metrics, cell_models(cat, spec, x, y), epoch, split))
-                    .with_columns(label=pl.lit(f"{name} ({x}, {y})" if mode == "one per phase" else name))
-                    for name, x, y in picks])
+curves = pl.concat(
+    [
+        mean_esd(esd_curves(metrics, cell_models(cat, spec, x, y), epoch, split)).with_columns(
+            label=pl.lit(f"{name} ({x}, {y})" if mode == "one per phase" else name)
+        )
+        for name, x, y in picks
+    ]
+)
 log_y = st.toggle("Log density", value=True, key="spectra_log")
-st.plotly_chart(density_chart(curves, log_density=log_y, title=f"Spectral density (seed mean), {split} loss, "
-                              f"epoch {epoch}"), key="spectra_density")
+chart(
+    density_chart(curves, log_density=log_y, title=f"Spectral density (seed mean), {split} loss, epoch {epoch}"),
+    curves,
+    "spectra_density",
+    st,
+)
 left, right = st.columns(2)
-left.plotly_chart(grid_heatmap(cells, spec, "hessian_trace", title="ln Hessian trace (seed mean)",
-                               colorscale="Cividis", hover_label="ln trace"), key="spectra_trace")
-right.plotly_chart(grid_heatmap(cells, spec, "hessian_top_eigenvalue", title="ln top eigenvalue (seed mean)",
-                                colorscale="Cividis", hover_label="ln λ_max"), key="spectra_top")
-layers = (metrics.filter(pl.col("metric").is_in(["hessian_layer_top_eigenvalue", "hessian_layer_trace"])
-                         & (pl.col("epoch") == epoch) & pl.col("error").is_null())
-          .join(cat.select("model_id", xk, yk).unique(), on="model_id")
-          .filter(pl.struct(xk, yk).is_in([{xk: x, yk: y} for _, x, y in picks]))
-          .group_by(xk, yk, "layer", "metric").agg(pl.col("value").mean())
-          .pivot(on="metric", index=[xk, yk, "layer"], values="value").sort(xk, yk, "layer"))
+chart(
+    grid_heatmap(
+        cells, spec, "hessian_trace", title="ln Hessian trace (seed mean)", colorscale="Cividis", hover_label="ln trace"
+    ),
+    cells,
+    "spectra_trace",
+    left,
+)
+chart(
+    grid_heatmap(
+        cells,
+        spec,
+        "hessian_top_eigenvalue",
+        title="ln top eigenvalue (seed mean)",
+        colorscale="Cividis",
+        hover_label="ln λ_max",
+    ),
+    cells,
+    "spectra_top",
+    right,
+)
+layers = (
+    metrics.filter(
+        pl.col("metric").is_in(["hessian_layer_top_eigenvalue", "hessian_layer_trace"])
+        & (pl.col("epoch") == epoch)
+        & pl.col("error").is_null()
+    )
+    .join(cat.select("model_id", xk, yk).unique(), on="model_id")
+    .filter(pl.struct(xk, yk).is_in([{xk: x, yk: y} for _, x, y in picks]))
+    .group_by(xk, yk, "layer", "metric")
+    .agg(pl.col("value").mean())
+    .pivot(on="metric", index=[xk, yk, "layer"], values="value")
+    .sort(xk, yk, "layer")
+)
 st.subheader("Per layer (seed means, training loss)")
 st.dataframe(layers, hide_index=True, key="spectra_layers")
