@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test zoo metrics phases bench screenshots clean-venv
+.PHONY: run test chromium zoo metrics phases bench screenshots clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PYTHON) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PYTHON) -m pytest -q
+
+# Debian's Chromium for the browser tests and screenshots (Playwright cannot download its own here).
+chromium:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium (browser tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium: the browser tests will be skipped"; }
 
 # Regenerate the committed default zoo (resumable: rerun after an interruption).
 zoo: $(STAMP)
@@ -39,8 +45,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py
 	$(PYTHON) bench/bench_hessian.py
 
-screenshots: $(STAMP)
-	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py
 
 clean-venv:

@@ -38,7 +38,7 @@ def chart(fig, table: pl.DataFrame | None, key: str, container=st) -> None:
     fmt = st.session_state.get(IMAGE_FORMAT_KEY, "png")
     container.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": fmt, "filename": key}})
     if table is not None and not table.is_empty():
-        a, b, _ = container.columns([1, 1, 4])
+        a, b, _ = container.columns([1, 1.3, 3])
         a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv")
         buf = io.BytesIO()
         table.write_parquet(buf)
