@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test chromium zoo metrics phases bench screenshots clean-venv
+.PHONY: run test chromium zoo metrics phases embeddings bench screenshots clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -40,6 +40,10 @@ metrics: $(STAMP)
 # Phase labels of the default zoo at its analysis epochs (writes data/zoos/mnist1d-mlp/phases.parquet).
 phases: $(STAMP)
 	$(PYTHON) -m analysis.phases --zoo data/zoos/mnist1d-mlp
+
+# PCA and UMAP of the default zoo's weights at every stored epoch (writes embeddings.parquet).
+embeddings: $(STAMP)
+	$(PYTHON) -m analysis.embed data/zoos/mnist1d-mlp
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py

@@ -18,6 +18,7 @@ pages = [
     st.Page(VIEWS / "phases.py", title="Phase diagram", icon=":material/category:", url_path="phases"),
     st.Page(VIEWS / "cell.py", title="Cell detail", icon=":material/zoom_in:", url_path="cell"),
     st.Page(VIEWS / "spectra.py", title="Hessian spectra", icon=":material/ssid_chart:", url_path="spectra"),
+    st.Page(VIEWS / "weights.py", title="Weight space", icon=":material/scatter_plot:", url_path="weights"),
     st.Page(VIEWS / "downstream.py", title="Ensembles & averaging", icon=":material/hub:", url_path="downstream"),
 ]
 page = st.navigation(pages)

@@ -33,14 +33,23 @@ def pick_image_format() -> None:
                      help="The camera button of every chart saves it in this format.")
 
 
+def image_config(key: str) -> dict:
+    """Plotly config: the camera button saves the sidebar's format under the chart's name."""
+    return {"toImageButtonOptions": {"format": st.session_state.get(IMAGE_FORMAT_KEY, "png"), "filename": key}}
+
+
+def downloads(table: pl.DataFrame | None, key: str, container=st) -> None:
+    """CSV and Parquet download buttons for a chart's underlying table."""
+    if table is None or table.is_empty():
+        return
+    a, b, _ = container.columns([1, 1.3, 3])
+    a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv")
+    buf = io.BytesIO()
+    table.write_parquet(buf)
+    b.download_button("Parquet", buf.getvalue(), f"{key}.parquet", "application/octet-stream", key=f"{key}_parquet")
+
+
 def chart(fig, table: pl.DataFrame | None, key: str, container=st) -> None:
     """A Plotly chart whose camera button saves PNG or SVG, with its underlying table as CSV and Parquet."""
-    fmt = st.session_state.get(IMAGE_FORMAT_KEY, "png")
-    container.plotly_chart(fig, key=key, config={"toImageButtonOptions": {"format": fmt, "filename": key}})
-    if table is not None and not table.is_empty():
-        a, b, _ = container.columns([1, 1.3, 3])
-        a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv")
-        buf = io.BytesIO()
-        table.write_parquet(buf)
-        b.download_button("Parquet", buf.getvalue(), f"{key}.parquet", "application/octet-stream",
-                          key=f"{key}_parquet")
+    container.plotly_chart(fig, key=key, config=image_config(key))
+    downloads(table, key, container)

@@ -88,3 +88,9 @@ METRICS = Schema(
     },
     nullable=frozenset({"other_id", "split", "layer", "coord", "value", "stderr", "error"}),
 )
+
+# Weight-space embeddings: 2-D coordinates of every stored checkpoint, per method (pca, umap) and epoch.
+EMBEDDINGS = Schema(
+    "embeddings",
+    {"model_id": pl.String, "epoch": pl.Int64, "method": pl.String, "x": pl.Float64, "y": pl.Float64},
+)

@@ -22,7 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # (url path, output file, number of Plotly charts to wait for)
 PAGES = [("", "docs/overview.png", 2),  # the overview is the default page, served at /
-         ("phases", "docs/phases.png", 2), ("cell", "docs/cell.png", 4), ("spectra", "docs/spectra.png", 3)]
+         ("phases", "docs/phases.png", 2), ("cell", "docs/cell.png", 4), ("spectra", "docs/spectra.png", 3),
+         ("weights", "docs/weights.png", 1)]
 
 
 def free_port() -> int:

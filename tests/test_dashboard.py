@@ -228,3 +228,20 @@ def test_downstream_page_says_what_is_missing_and_shows_imported_results(tmp_pat
     assert not at.exception, at.exception
     heat, box = figures(at)
     assert box["data"] and heat["data"][0]["zmid"] == 0
+
+
+def test_weight_space_page(tiny_zoo, monkeypatch):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/weights.py").run()
+    assert not at.exception, at.exception
+    (fig,) = figures(at)
+    assert {t["name"] for t in fig["data"]} == {"I", "II", "III", "IV-A", "IV-B"}  # coloured by phase
+    at.radio(key="weights_method").set_value("pca").run()
+    at.selectbox(key="weights_colour").set_value("test_acc").run()
+    assert not at.exception and "PCA" in figures(at)[0]["layout"]["title"]["text"]
+    monkeypatch.setenv("PHASEZOO_ZOO", str(tiny_zoo))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/weights.py").run()
+    assert not at.exception and "No embeddings" in at.warning[0].value
