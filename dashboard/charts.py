@@ -92,7 +92,13 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "") -> go.F
                                colorscale=scale, text=text, texttemplate="%{text}", customdata=hover,
                                hovertemplate="%{customdata}<extra></extra>",
                                colorbar=dict(tickvals=list(range(k)), ticktext=names, title="phase")))
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=460)
+    # Heatmaps emit no selection events: an invisible marker per cell makes a click select the cell.
+    # It carries the cells' hover text too, since near a cell's centre it is the marker that is hovered.
+    cells = [(str(x), str(y), hover[i, j]) for i, y in enumerate(ys) for j, x in enumerate(xs)]
+    fig.add_trace(go.Scatter(x=[c[0] for c in cells], y=[c[1] for c in cells], customdata=[c[2] for c in cells],
+                             mode="markers", marker=dict(size=24, opacity=0.01), showlegend=False,
+                             hovertemplate="%{customdata}<extra></extra>"))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=460, clickmode="event+select")
     fig.update_xaxes(title=f"{xk}  (capacity →)", type="category")
     fig.update_yaxes(title=f"{yk}  (hotter ↑)", type="category")
     return fig

@@ -19,6 +19,13 @@ def pick_cell(spec: ZooSpec, key: str) -> tuple:
     return x, y
 
 
+def open_cell(spec: ZooSpec, load_value, temperature_value) -> None:
+    """Switch to Cell detail on the given cell (values as the chart gives them: strings are converted)."""
+    st.session_state["cell_load"] = type(spec.grid[spec.load.knob][0])(load_value)
+    st.session_state["cell_temperature"] = type(spec.grid[spec.temperature.knob][0])(temperature_value)
+    st.switch_page("views/cell.py")
+
+
 def pick_epoch(spec: ZooSpec, key: str) -> int:
     epochs = list(spec.analysis_epochs)
     return st.selectbox("Analysis epoch", epochs, index=len(epochs) - 1, key=key)

@@ -129,3 +129,20 @@ def test_cell_page_choose_a_cell(server, page):
     page.get_by_text("width=8 · batch_size=").first.wait_for(timeout=30_000)
     charts(page, 4)
     shot(page, "cell-width8")
+
+
+def test_clicking_a_phase_map_cell_opens_it(server, page):
+    page.goto(f"{server}/phases")
+    charts(page, 2)
+    page.wait_for_timeout(1000)
+    area = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first.bounding_box()
+    # the last column (width 256), fifth row from the top (batch 128): cell centres sit at (i + ½) / n
+    x, y = area["x"] + area["width"] * 7.5 / 8, area["y"] + area["height"] * 4.5 / 8
+    page.mouse.move(x, y)
+    page.wait_for_timeout(500)
+    hover = page.evaluate("Array.from(document.querySelectorAll('.hovertext')).map(e => e.textContent).join()")
+    assert "width=256, batch_size=128" in hover and "margin" in hover
+    page.mouse.click(x, y)
+    page.get_by_text("width=256 · batch_size=128").first.wait_for(timeout=30_000)
+    assert page.url.endswith("/cell")
+    shot(page, "drill-down")

@@ -11,7 +11,7 @@ from analysis.phases import Thresholds, classify, default_thresholds, phase_coun
 from analysis.registry import find_output
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import chart, pick_epoch
+from dashboard.widgets import chart, downloads, image_config, open_cell, pick_epoch
 
 zoo = current_zoo()
 if zoo is None:
@@ -89,7 +89,16 @@ chart(
     "phases_metric_map",
     left,
 )
-chart(phase_map(labelled, spec, title="Phase labels (· = near a threshold)"), labelled, "phases_map", right)
+event = right.plotly_chart(
+    phase_map(labelled, spec, title="Phase labels (· = near a threshold; click a cell)"),
+    key="phases_map",
+    on_select="rerun",
+    selection_mode="points",
+    config=image_config("phases_map"),
+)
+downloads(labelled, "phases_map", right)
+if event and event.selection and event.selection.points:  # drill down: open the clicked cell
+    open_cell(spec, event.selection.points[0]["x"], event.selection.points[0]["y"])
 st.dataframe(phase_counts(labelled), hide_index=True, key="phases_summary")
 st.caption(
     "Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "

@@ -9,7 +9,7 @@ from analysis.embed import read_embeddings
 from analysis.phases import classify, default_thresholds
 from dashboard.charts import PHASE_COLOURS
 from dashboard.picker import current_zoo, load_cells
-from dashboard.widgets import downloads, image_config
+from dashboard.widgets import downloads, image_config, open_cell
 
 zoo = current_zoo()
 if zoo is None:
@@ -66,9 +66,6 @@ event = st.plotly_chart(
 )
 chart_points = event.selection.points if event and event.selection else []
 if chart_points:  # drill down: open the selected model's cell
-    x, y = chart_points[0]["customdata"][:2]
-    st.session_state["cell_load"] = type(spec.grid[xk][0])(x)
-    st.session_state["cell_temperature"] = type(spec.grid[yk][0])(y)
-    st.switch_page("views/cell.py")
+    open_cell(spec, *chart_points[0]["customdata"][:2])
 st.caption("Select a point (click) to open its cell.")
 downloads(points, "weights_map")
