@@ -48,6 +48,7 @@ embeddings: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py
 	$(PYTHON) bench/bench_hessian.py
+	$(PYTHON) bench/bench_dashboard.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py
