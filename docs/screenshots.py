@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 # (url path, output file, number of Plotly charts to wait for)
 PAGES = [("", "docs/overview.png", 2),  # the overview is the default page, served at /
          ("phases", "docs/phases.png", 2), ("cell", "docs/cell.png", 4), ("spectra", "docs/spectra.png", 3),
-         ("weights", "docs/weights.png", 1)]
+         ("weights", "docs/weights.png", 1), ("downstream", "docs/downstream.png", 0)]
 
 
 def free_port() -> int:
@@ -50,6 +50,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             for path, out, charts in PAGES:
                 page.goto(f"http://127.0.0.1:{port}/{path}")
+                page.locator("h1").first.wait_for(timeout=60_000)
                 page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {charts}",
                                        timeout=60_000)
                 page.wait_for_timeout(1500)  # let the charts finish drawing
