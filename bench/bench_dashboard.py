@@ -12,12 +12,9 @@ Targets: first phase map ≤ 3 s; reruns ≤ 0.5 s on the default zoo, ≤ 1 s o
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 from data.schema import CATALOG, METRICS  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -128,29 +126,14 @@ def server_side(zoo: str | None, epochs: list[int]) -> dict[str, float]:
 def first_map_in_browser(zoo: str | None) -> float:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"PHASEZOO_ZOO": zoo} if zoo else {})}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
+    with streamlit_server({"PHASEZOO_ZOO": zoo} if zoo else None, timeout=300) as url:
         with sync_playwright() as p:
-            b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                  args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                        "--disable-background-networking", "--disable-component-update"])
+            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             times = []
             for i in range(4):  # the first load warms the server (imports, caches); the next three are timed
                 page = b.new_page(viewport={"width": 1400, "height": 1000})
                 t = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}/phases")
+                page.goto(f"{url}/phases")
                 page.wait_for_function("document.querySelectorAll('.js-plotly-plot .heatmaplayer').length >= 2",
                                        timeout=300_000)
                 if i:
@@ -158,9 +141,6 @@ def first_map_in_browser(zoo: str | None) -> float:
                 page.close()
             b.close()
         return median(times)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -1,16 +1,12 @@
 """The dashboard: the app opens on the default zoo, charts follow the papers' orientation, bad zoos are errors."""
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.charts import axis_orders, grid_heatmap
+from dashboard.server import streamlit_server
 from analysis.cells import cell_stats
 from data.spec import parse_spec
 from data.store import Zoo
@@ -97,33 +93,11 @@ def test_heatmap_places_each_cell(tiny_zoo):
         assert row["n_seeds"] == 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_server_serves_the_dashboard():
-    """`make run`'s command, on a free port: health check, then the page."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, body = time.time() + 90, ""
-        while time.time() < deadline:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert body == "ok"
-        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
-        assert "<title>" in page and "streamlit" in page.lower()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """`make run`'s command, on a free port: health check (inside `streamlit_server`), then the page."""
+    with streamlit_server() as url:
+        page = urllib.request.urlopen(f"{url}/", timeout=5).read().decode()
+    assert "<title>" in page and "streamlit" in page.lower()
 
 
 def test_phases_page_on_default_zoo():
