@@ -49,10 +49,13 @@ def load_cells(root: Path, epoch: int):
     return _cells(str(Path(root).resolve()), epoch, tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files))
 
 
-def current_zoo() -> Zoo | None:
-    """The zoo picked in the sidebar (app.py runs `pick_zoo` before every page), or None."""
+def current_zoo() -> Zoo:
+    """The zoo picked in the sidebar (app.py runs `pick_zoo` before every page). Without a usable zoo the
+    page stops here: the picker has already said why."""
     path = st.session_state.get(CURRENT_KEY)
-    return load_zoo(path) if path else None
+    if not path:
+        st.stop()
+    return load_zoo(path)
 
 
 def pick_zoo() -> Zoo | None:

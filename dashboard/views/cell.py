@@ -12,8 +12,6 @@ from dashboard.picker import current_zoo, load_metrics
 from dashboard.widgets import chart, pick_cell, pick_epoch
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec, cat = zoo.spec, zoo.catalog
 st.title(f"Cell detail: {zoo.name}")
 x, y = pick_cell(spec, "cell")

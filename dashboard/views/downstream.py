@@ -15,8 +15,6 @@ from dashboard.widgets import chart, pick_epoch
 DOWNSTREAM = ("ensemble_", "average_", "transfer_", "prune_", "wiseft_acc_test_delta", "gitrebasin_acc_test_delta")
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec = zoo.spec
 st.title(f"Ensembles & averaging: {zoo.name}")
 epoch = pick_epoch(spec, "downstream_epoch")

@@ -9,8 +9,6 @@ from dashboard.picker import current_zoo
 from dashboard.widgets import chart
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec, cat = zoo.spec, zoo.catalog
 
 st.title(f"Zoo: {spec.name}")

@@ -14,8 +14,6 @@ from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, downloads, image_config, open_cell, pick_epoch
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec = zoo.spec
 st.title(f"Phase diagram: {zoo.name}")
 c1, c2, c3 = st.columns(3)

@@ -11,8 +11,6 @@ from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, pick_epoch
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec, cat = zoo.spec, zoo.catalog
 st.title(f"Hessian spectra: {zoo.name}")
 metrics = load_metrics(zoo.root)

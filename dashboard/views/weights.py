@@ -12,8 +12,6 @@ from dashboard.picker import current_zoo, load_cells
 from dashboard.widgets import downloads, image_config, open_cell
 
 zoo = current_zoo()
-if zoo is None:
-    st.stop()
 spec, cat = zoo.spec, zoo.catalog
 st.title(f"Weight space: {zoo.name}")
 emb = read_embeddings(zoo.root)
