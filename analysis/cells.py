@@ -54,26 +54,33 @@ CELL_QUANTITIES = {
 LOG_MEAN = frozenset({"hessian_trace", "hessian_top_eigenvalue"})
 
 
-def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
-                    quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
-    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
-
-    Model-level rows only (layer = null); failed rows (error set) are dropped. This is the per-seed view
-    behind every cell aggregate.
-    """
-    axes = [spec.load.knob, spec.temperature.knob]
-    knobs = catalog.select("model_id", *axes).unique()
-    ok = metrics.filter((pl.col("epoch") == epoch) & pl.col("layer").is_null() & pl.col("error").is_null())
+def unit_values(rows: pl.DataFrame, quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
+    """quantity, model_id, other_id, value from metrics-schema rows (one epoch): model-level rows only
+    (layer = null), failed rows dropped, for each quantity the first candidate a model has."""
+    ok = rows.filter(pl.col("layer").is_null() & pl.col("error").is_null())
     frames = []
     for name, candidates in quantities.items():
         found = pl.DataFrame(schema={"model_id": pl.String, "other_id": pl.String, "value": pl.Float64})
         for metric, split, coord in candidates:
-            q = ok.filter((pl.col("metric") == metric) & (pl.col("split") == split)
+            q = ok.filter((pl.col("metric") == metric)
+                          & (pl.col("split") == split if split is not None else pl.col("split").is_null())
                           & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
             q = q.select("model_id", "other_id", "value").join(found, on="model_id", how="anti")
             found = pl.concat([found, q])
         frames.append(found.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
-    return pl.concat(frames).join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
+    return pl.concat(frames)
+
+
+def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+                    quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
+    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
+
+    This is the per-seed view behind every cell aggregate.
+    """
+    axes = [spec.load.knob, spec.temperature.knob]
+    knobs = catalog.select("model_id", *axes).unique()
+    units = unit_values(metrics.filter(pl.col("epoch") == epoch), quantities)
+    return units.join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
 
 
 def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,

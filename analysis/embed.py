@@ -18,24 +18,51 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 from tqdm import tqdm
 
 from data.schema import EMBEDDINGS
 from data.store import Zoo, ZooError, atomic_write, writer_lock
-from data.train import stack_padded
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def weight_matrix(zoo: Zoo, epoch: int) -> tuple[list[str], np.ndarray]:
-    """(model ids, [models, features]) of the checkpoints stored at `epoch`, zero-padded to one shape."""
+def weights_only(state: dict) -> dict:
+    """A state dict without its BatchNorm statistics: the embedded space is the parameters'."""
+    return {k: v for k, v in state.items() if not k.endswith(BUFFERS)}
+
+
+def padded_shapes(states) -> dict[str, tuple[int, ...]]:
+    """Per tensor, the largest shape over the models: the common space they are zero-padded into."""
+    return {k: tuple(max(d) for d in zip(*(s[k].shape for s in states))) for k in states[0]}
+
+
+def flatten_padded(state: dict, shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
+    """One model's parameters zero-padded at each tensor's trailing end to `shapes` (as
+    data.train.stack_padded pads them) and flattened, in `shapes`' key order. [sum of prod(shape)]"""
+    if set(state) != set(shapes):
+        raise ValueError(f"keys differ from the zoo's: {sorted(set(state) ^ set(shapes))[:3]}")
+    too_big = [k for k in shapes if any(a > b for a, b in zip(state[k].shape, shapes[k]))]
+    if too_big:
+        raise ValueError(f"{too_big[0]} {tuple(state[too_big[0]].shape)} is larger than any zoo model's "
+                         f"{shapes[too_big[0]]}: it has no place in the zoo's weight space")
+    parts = []
+    for k, shape in shapes.items():
+        padded = torch.zeros(shape, dtype=torch.float64)
+        padded[tuple(slice(0, d) for d in state[k].shape)] = state[k].detach().cpu()
+        parts.append(padded.reshape(-1).numpy())
+    return np.concatenate(parts)
+
+
+def weight_matrix(zoo: Zoo, epoch: int) -> tuple[list[str], np.ndarray, dict[str, tuple[int, ...]]]:
+    """(model ids, [models, features], padded shapes) of the checkpoints stored at `epoch`."""
     ids = sorted(zoo.checkpoints().filter(pl.col("epoch") == epoch)["model_id"].unique())
     if len(ids) < 3:
         raise ZooError(f"{zoo.name}: {len(ids)} checkpoint(s) at epoch {epoch}; an embedding needs at least 3")
-    states = [{k: v for k, v in zoo.load_state_dict(m, epoch).items() if not k.endswith(BUFFERS)} for m in ids]
-    stacked = stack_padded(states)
-    return ids, np.concatenate([v.reshape(len(ids), -1).double().numpy() for v in stacked.values()], axis=1)
+    states = [weights_only(zoo.load_state_dict(m, epoch)) for m in ids]
+    shapes = padded_shapes(states)
+    return ids, np.stack([flatten_padded(s, shapes) for s in states]), shapes
 
 
 def embed(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -64,7 +91,7 @@ def embed_zoo(root: str | Path, epochs: Sequence[int] | None = None, methods: Se
         raise ZooError(f"{zoo.name}: no checkpoints at epoch(s) {missing}; stored: {stored}")
     frames = []
     for epoch in tqdm(epochs, desc=f"{zoo.name} embeddings", disable=not progress, file=sys.stderr):
-        ids, features = weight_matrix(zoo, epoch)
+        ids, features, _ = weight_matrix(zoo, epoch)
         for method in methods:
             xy = embed(features, method)
             frames.append(pl.DataFrame({"model_id": ids, "epoch": [epoch] * len(ids), "method": [method] * len(ids),

@@ -90,14 +90,21 @@ def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
     """Rows for one task; every failure becomes an error row naming the model(s) and the metric."""
     zoo = _zoo(root)
     dev = resolve_device(device)
-    rows: list[dict] = []
     base = {"model_id": task.ids[0], "other_id": task.ids[1] if len(task.ids) > 1 else None, "epoch": task.epoch}
+    where = f"{' & '.join(task.ids)} at epoch {task.epoch}"
     try:
         task_data = zoo.task.to(dev) if any(m.needs_data for m in task.metrics) else None
         inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data) for mid in task.ids]
     except Exception as e:  # a missing or corrupt checkpoint fails every metric of the task
-        return [_error_row(base, m, task, e) for m in task.metrics]
-    for metric in task.metrics:
+        return [error_row(base, m, where, e) for m in task.metrics]
+    return metric_rows(task.metrics, inputs, base, where)
+
+
+def metric_rows(metrics: Sequence[Metric], inputs: Sequence[ModelInput], base: dict, where: str) -> list[dict]:
+    """metrics.parquet rows (`base` gives model_id, other_id, epoch) of each metric on `inputs`; a metric
+    that raises or emits a non-finite value becomes an error row, and the others go on."""
+    rows: list[dict] = []
+    for metric in metrics:
         try:
             values = metric(*inputs)
             bad = [v for v in values if not _finite(v)]
@@ -107,7 +114,7 @@ def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
                       "value": float(v.value), "stderr": None if v.stderr is None else float(v.stderr),
                       "params_hash": metric.params_hash, "error": None} for v in values]
         except Exception as e:
-            rows.append(_error_row(base, metric, task, e))
+            rows.append(error_row(base, metric, where, e))
     return rows
 
 
@@ -115,12 +122,11 @@ def _finite(v: Value) -> bool:
     return v.value == v.value and abs(v.value) != float("inf")
 
 
-def _error_row(base: dict, metric: Metric, task: Task, e: Exception) -> dict:
-    where = " & ".join(task.ids)
+def error_row(base: dict, metric: Metric, where: str, e: Exception) -> dict:
     log.debug("%s", "".join(traceback.format_exception(e)))
     return {**base, "metric": metric.name, "split": None, "layer": None, "coord": None, "value": None,
             "stderr": None, "params_hash": metric.params_hash,
-            "error": f"{metric.name} on {where} at epoch {task.epoch}: {type(e).__name__}: {e}"}
+            "error": f"{metric.name} on {where}: {type(e).__name__}: {e}"}
 
 
 # ----------------------------------------------------------------------------- main process

@@ -55,21 +55,44 @@ class CNN1d(nn.Module):
         return self.head(h.mean(-1))
 
 
+Shapes = Mapping[str, tuple[int, ...]]  # parameter/buffer name -> tensor shape
+
+
+def _infer_mlp(shapes: Shapes) -> dict | None:
+    """MLP keys are `<index>.weight` of the Sequential's Linear layers (index 0 is the Flatten)."""
+    linear = sorted(int(k.split(".")[0]) for k, s in shapes.items()
+                    if k.endswith(".weight") and k.split(".")[0].isdigit() and len(s) == 2)
+    return {"width": shapes[f"{linear[0]}.weight"][0], "depth": len(linear) - 1} if len(linear) >= 2 else None
+
+
+def _infer_cnn1d(shapes: Shapes) -> dict | None:
+    convs = [k for k, s in shapes.items() if k.startswith("features.") and k.endswith(".weight") and len(s) == 3]
+    first = shapes.get("features.0.weight")
+    return {"width": first[0], "depth": len(convs)} if first is not None and len(first) == 3 else None
+
+
+def _infer_resnet(shapes: Shapes) -> dict | None:
+    stem = shapes.get("conv1.weight")
+    return {"width": stem[0]} if stem is not None and len(stem) == 4 else None
+
+
 @dataclass(frozen=True)
 class ArchDef:
     build: Callable[..., nn.Module]  # (input_shape, n_classes, **params) -> nn.Module
     params: Mapping[str, Param]
     paddable: frozenset[str]
+    # a guess of the parameters from tensor shapes (checked by building); None: cannot be recognised
+    infer: Callable[[Shapes], dict | None] = lambda shapes: None
 
 
 ARCHS: Mapping[str, ArchDef] = {
     # the Phase-Transition Model Zoo's ResNets (data.resnet), for imported zoos; BatchNorm: not padded
-    "resnet18_width": ArchDef(resnet18_width, {"width": positive(int)}, frozenset()),
-    "resnet50_width": ArchDef(resnet50_width, {"width": positive(int)}, frozenset()),
+    "resnet18_width": ArchDef(resnet18_width, {"width": positive(int)}, frozenset(), _infer_resnet),
+    "resnet50_width": ArchDef(resnet50_width, {"width": positive(int)}, frozenset(), _infer_resnet),
     "mlp": ArchDef(MLP, {"width": positive(int), "depth": Param(int, 2, lambda v: v >= 1, "must be >= 1")},
-                   frozenset({"width"})),
+                   frozenset({"width"}), _infer_mlp),
     "cnn1d": ArchDef(CNN1d, {"width": positive(int), "depth": Param(int, 3, lambda v: v >= 1, "must be >= 1")},
-                     frozenset({"width"})),
+                     frozenset({"width"}), _infer_cnn1d),
 }
 
 
@@ -97,3 +120,47 @@ def build_model(arch: str, input_shape: tuple[int, ...], n_classes: int, params:
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class ShapeMatch:
+    """Whether a state dict is `arch` (with the inferred `params`) for a task's input shape and classes."""
+
+    arch: str
+    params: dict  # the inferred parameters, {} when none could be inferred
+    problems: tuple[str, ...]  # empty when every key and shape matches
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _listed(keys: list[str], n: int = 3) -> str:
+    return ", ".join(repr(k) for k in keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def match_shapes(arch: str, shapes: Shapes, input_shape: tuple[int, ...], n_classes: int) -> ShapeMatch:
+    """Infer `arch`'s parameters from the shapes, build that model, and compare every key and shape.
+
+    The inference only proposes; building and comparing decides, so a wrong guess can never match.
+    """
+    params = arch_def(arch).infer(shapes)
+    if params is None:
+        return ShapeMatch(arch, {}, (f"its keys are not those of a {arch}",))
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            model = build_model(arch, input_shape, n_classes, params)
+    except (SpecError, ValueError, RuntimeError) as e:
+        return ShapeMatch(arch, params, (f"no {arch} has these parameters {params}: {e}",))
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in want if k not in shapes]
+    extra = [k for k in shapes if k not in want]
+    wrong = [f"{k} {tuple(shapes[k])} ≠ {want[k]}" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing key(s) {_listed(missing)}")
+    if extra:
+        problems.append(f"unexpected key(s) {_listed(extra)}")
+    if wrong:
+        problems.append(f"shape(s) differ: {'; '.join(wrong[:3])}")
+    return ShapeMatch(arch, params, tuple(problems))

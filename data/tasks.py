@@ -74,8 +74,13 @@ def _external(name: str) -> Callable[[], tuple[np.ndarray, ...]]:
 class TaskDef:
     load_raw: Callable[[], tuple[np.ndarray, ...]]  # (x_train, y_train, x_test, y_test)
     n_classes: int
-    package: str  # the package that generates or ships the data (its version keys the cache)
+    package: str  # the package that generates or ships the data (its version keys the cache); "" = no data here
     input_shape: tuple[int, ...]
+
+    @property
+    def available(self) -> bool:
+        """Whether this machine can produce the task's data (the published zoos' tasks it cannot)."""
+        return bool(self.package)
 
 
 TASKS: Mapping[str, TaskDef] = {

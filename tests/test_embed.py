@@ -9,7 +9,7 @@ from data.store import Zoo, ZooError
 
 def test_weight_matrix_pads_narrow_models(tiny_zoo):
     zoo = Zoo.open(tiny_zoo)
-    ids, X = weight_matrix(zoo, 3)
+    ids, X, _ = weight_matrix(zoo, 3)
     assert len(ids) == 12 and X.shape[0] == 12
     widest = max(zoo.catalog["n_params"])
     assert X.shape[1] == widest  # every model padded to the widest model's parameter count
@@ -18,7 +18,7 @@ def test_weight_matrix_pads_narrow_models(tiny_zoo):
 
 
 def test_pca_is_exact_and_umap_runs(tiny_zoo):
-    _, X = weight_matrix(Zoo.open(tiny_zoo), 3)
+    _, X, _ = weight_matrix(Zoo.open(tiny_zoo), 3)
     xy = embed(X, "pca")
     centred = X - X.mean(0)
     top = np.linalg.svd(centred, full_matrices=False)[2][:2]

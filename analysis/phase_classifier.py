@@ -1,0 +1,155 @@
+"""A learned phase classifier: one model's phase from single-model features, with probabilities.
+
+The taxonomy (analysis.phases) labels *cells* and needs pair metrics (mode connectivity and CKA between
+seeds). A single uploaded checkpoint has no seeds of its own, so this module learns the cell labels from
+what one model does have: its fit (train/test loss and accuracy), the sharpness of its minimum (Hessian
+trace and top eigenvalue) and data-free weight statistics (heavy-tail α, stable rank, spectral norm;
+Martin & Mahoney 2021), plus its size. Every model of a zoo at every analysis epoch is one example,
+labelled with its cell's phase at that epoch.
+
+The estimator is a scikit-learn pipeline (median imputation, standardisation, multinomial logistic
+regression with balanced class weights): any estimator with the same contract can replace it. Honest
+validation holds out whole cells (leave-one-cell-out: the cell's seeds and epochs never train the model
+that predicts them) or whole seeds.
+
+    python -m analysis.phase_classifier data/zoos/mnist1d-mlp      # validation: accuracy, confusion matrix
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from analysis.cells import CELL_QUANTITIES, unit_values
+from analysis.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
+
+# feature -> candidate (metric, split, coord) rows, as analysis.cells.CELL_QUANTITIES
+QUANTITIES = {
+    "train_loss": [("train_loss", "train", None)],
+    "test_loss": [("test_loss", "test", None)],
+    "train_acc": [("train_acc", "train", None)],
+    "test_acc": [("test_acc", "test", None)],
+    "hessian_trace": CELL_QUANTITIES["hessian_trace"],
+    "hessian_top_eigenvalue": CELL_QUANTITIES["hessian_top_eigenvalue"],
+    "alpha": [("alpha", None, None)],
+    "alpha_ks": [("alpha_ks", None, None)],
+    "stable_rank": [("stable_rank", None, None)],
+    "spectral_norm": [("spectral_norm", None, None)],  # already the mean log σ₁ over layers
+}
+LOGGED = ("train_loss", "test_loss", "hessian_trace", "hessian_top_eigenvalue")  # span decades: log10
+FEATURES = (*QUANTITIES, "n_params")
+
+
+def model_features(rows: pl.DataFrame, n_params: dict[str, int]) -> pl.DataFrame:
+    """model_id and one Float64 column per feature (null where a model lacks it) from metrics-schema rows
+    of one epoch; `n_params` maps model ids to parameter counts. Losses and Hessian quantities enter as log10."""
+    units = unit_values(rows, QUANTITIES)
+    wide = units.pivot(on="quantity", index="model_id", values="value", aggregate_function="first")
+    ids = pl.DataFrame({"model_id": list(n_params), "n_params": [math.log10(n) for n in n_params.values()]})
+    out = ids.join(wide, on="model_id", how="left")
+    cols = [(pl.col(f).clip(1e-12).log10() if f in LOGGED else pl.col(f)).cast(pl.Float64).alias(f)
+            if f in out.columns else pl.lit(None, pl.Float64).alias(f) for f in QUANTITIES]
+    return out.select("model_id", *cols, "n_params")
+
+
+def training_set(root, epochs: Sequence[int] | None = None) -> pl.DataFrame:
+    """Every model of a zoo at its analysis epochs with its features and its cell's phase (default
+    thresholds, as `python -m analysis.phases` writes them): model_id, epoch, seed, cell, phase, features."""
+    from data.store import Zoo, read_metrics
+
+    zoo = Zoo.open(root)
+    metrics = read_metrics(zoo.root)
+    xk, yk = zoo.spec.load.knob, zoo.spec.temperature.knob
+    frames = []
+    for epoch in epochs or zoo.spec.analysis_epochs:
+        cells = zoo_cells(zoo.root, epoch)[2]
+        if cells["mc"].is_null().all():
+            continue
+        phases = classify(cells, default_thresholds(cells)).select(xk, yk, "phase")
+        at = zoo.catalog.filter(pl.col("epoch") == epoch).select("model_id", "seed", xk, yk, "n_params")
+        feats = model_features(metrics.filter(pl.col("epoch") == epoch), dict(at.select("model_id", "n_params").rows()))
+        frames.append(at.drop("n_params").join(phases, on=[xk, yk]).join(feats, on="model_id").with_columns(
+            epoch=pl.lit(epoch, pl.Int64), cell=pl.format("{}={} · {}={}", pl.lit(xk), xk, pl.lit(yk), yk)))
+    if not frames:
+        raise ValueError(f"{zoo.name}: no analysis epoch has phase labels yet (run `python -m analysis.run`)")
+    table = pl.concat(frames).filter(pl.col("phase") != UNCLASSIFIED)
+    return table.select("model_id", "epoch", "seed", "cell", "phase", *FEATURES)
+
+
+def make_classifier():
+    """The default estimator (scikit-learn contract: fit, predict, predict_proba, classes_)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                         LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced"))
+
+
+def design(table: pl.DataFrame, features: Sequence[str] = FEATURES) -> np.ndarray:
+    return table.select(features).to_numpy().astype(float)  # nulls become NaN for the imputer
+
+
+@dataclass(frozen=True)
+class Validation:
+    scheme: str  # "leave-one-cell-out" or "held-out seed"
+    n: int  # predictions (models × epochs)
+    folds: int
+    accuracy: float
+    baseline: float  # accuracy of always predicting the most common phase
+    labels: tuple[str, ...]
+    confusion: tuple[tuple[int, ...], ...]  # rows: true phase, columns: predicted (in `labels` order)
+
+    def markdown(self) -> str:
+        head = "| true \\ predicted | " + " | ".join(self.labels) + " | recall |"
+        rows = [head, "|" + "---|" * (len(self.labels) + 2)]
+        for lab, row in zip(self.labels, self.confusion):
+            recall = row[self.labels.index(lab)] / sum(row) if sum(row) else float("nan")
+            rows.append(f"| **{lab}** | " + " | ".join(str(v) for v in row) + f" | {recall:.2f} |")
+        return "\n".join(rows)
+
+
+def validate(table: pl.DataFrame, scheme: str = "cell", estimator=None) -> Validation:
+    """Cross-validated predictions with whole cells (`cell`) or whole seeds (`seed`) held out."""
+    from sklearn.base import clone
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+
+    groups = table["cell" if scheme == "cell" else "seed"].to_numpy()
+    y = table["phase"].to_numpy()
+    pred = cross_val_predict(clone(estimator or make_classifier()), design(table), y, groups=groups,
+                             cv=LeaveOneGroupOut())
+    labels = tuple(sorted(set(y)))
+    cm = confusion_matrix(y, pred, labels=list(labels))
+    majority = max(labels, key=lambda lab: (y == lab).sum())
+    return Validation("leave-one-cell-out" if scheme == "cell" else "held-out seed", len(y), len(set(groups)),
+                      float((pred == y).mean()), float((y == majority).mean()), labels,
+                      tuple(tuple(int(v) for v in r) for r in cm))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.phase_classifier", description=__doc__.split("\n\n")[0])
+    ap.add_argument("zoo")
+    args = ap.parse_args(argv)
+    try:
+        table = training_set(args.zoo)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = dict(table.group_by("phase").len().sort("phase").rows())
+    print(f"{args.zoo}: {table.height} labelled models (models × analysis epochs); per phase: {counts}")
+    for scheme in ("cell", "seed"):
+        v = validate(table, scheme)
+        print(f"\n{v.scheme} ({v.folds} folds): accuracy {v.accuracy:.3f} "
+              f"(always the most common phase: {v.baseline:.3f})\n{v.markdown()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
