@@ -42,8 +42,9 @@ import polars as pl
 import torch
 
 from analysis.cells import CELL_QUANTITIES, unit_values
+from analysis.embed import flatten_padded, weights_only
 from analysis.phase_classifier import FEATURES, make_classifier, model_features, training_set
-from analysis.phases import NEEDED, classify, default_thresholds, zoo_cells
+from analysis.phases import NEEDED, UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from analysis.recognise import ZooMatch, match_zoo, nearest_value, recognise
 from analysis.registry import ModelInput, get_metric
 from analysis.run import metric_rows
@@ -87,7 +88,7 @@ class Report:
     zoo: str | None = None  # the recognised zoo's directory; None: the data-free report is all there is
     epoch: int | None = None  # the zoo's analysis epoch compared against
     cell: dict = field(default_factory=dict)  # knob -> {value, grid (nearest grid value), source}
-    metrics: list[dict] = field(default_factory=list)  # the upload's own rows (metric, split, layer, coord, value, stderr)
+    metrics: list[dict] = field(default_factory=list)  # its own rows: metric, split, layer, coord, value, stderr
     pairs: list[dict] = field(default_factory=list)  # other, metric, value: CKA and mode connectivity
     rule: dict = field(default_factory=dict)  # the taxonomy: phase, quantities, thresholds, margins
     classifier: dict = field(default_factory=dict)  # phase, probabilities, features used
@@ -98,7 +99,9 @@ class Report:
 
     @property
     def phase(self) -> str | None:
-        return self.rule.get("phase") or self.classifier.get("phase")
+        """The rules' phase where they can decide, else the classifier's."""
+        rule = self.rule.get("phase")
+        return rule if rule not in (None, UNCLASSIFIED) else self.classifier.get("phase", rule)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, default=_jsonable)
@@ -170,19 +173,30 @@ def _training(state: tuple) -> pl.DataFrame:
 
 @lru_cache(maxsize=16)
 def _classifier(state: tuple, features: tuple[str, ...]):
+    """The classifier fitted on the zoo's labelled models, and the 99th percentile of the training models'
+    distances to their nearest other training model in its standardised feature space: an upload farther
+    than that from every zoo model is outside what the classifier has seen."""
     table = _training(state)
-    est = make_classifier().fit(table.select(features).to_numpy().astype(float), table["phase"].to_numpy())
-    return est
+    X = table.select(features).to_numpy().astype(float)
+    est = make_classifier().fit(X, table["phase"].to_numpy())
+    Z = est[:-1].transform(X)  # imputed and standardised, as the final estimator sees them
+    d = np.linalg.norm(Z[:, None, :] - Z[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return est, Z, float(np.quantile(d.min(axis=1), 0.99))
 
 
 @lru_cache(maxsize=4)
 def _weight_space(state: tuple, epoch: int):
+    """The zoo's padded weights at `epoch`, their PCA (the same deterministic call as analysis.embed, so
+    an upload projects into the stored map) and the stored embeddings."""
+    from sklearn.decomposition import PCA
+
     from analysis.embed import read_embeddings, weight_matrix
 
     zoo = Zoo.open(state[0])
     ids, X, shapes = weight_matrix(zoo, epoch)
     emb = read_embeddings(zoo.root).filter(pl.col("epoch") == epoch)
-    return ids, X, shapes, emb
+    return ids, X, shapes, emb, PCA(n_components=2, random_state=0).fit(X)
 
 
 # ----------------------------------------------------------------------------- the analysis
@@ -198,19 +212,19 @@ def _quantities(rows: pl.DataFrame, quantities: Mapping) -> dict[str, float]:
 
 def _estimate_knobs(zoo: Zoo, epoch: int, match: ZooMatch, own: pl.DataFrame, n_params: int,
                     given: Mapping[str, object], twin: Mapping[str, object] | None) -> dict[str, dict]:
-    """Every grid knob: read off the weights, given, those of the zoo model with identical weights
-    (`twin`), or estimated as the most common value among the zoo models of the same weight-revealed knobs
+    """Every grid knob: read off the weights, given by the user, those of the zoo model with identical
+    weights (`twin`), or estimated as the most common value among the zoo models of the same weight-revealed knobs
     nearest in standardised fit and weight features (k = 5)."""
     spec = zoo.spec
     cell: dict[str, dict] = {}
     for k in spec.grid:
         if k in match.knobs:
             cell[k] = {"value": match.knobs[k], "grid": match.nearest[k], "source": "weights"}
-        elif twin is not None:
-            cell[k] = {"value": twin[k], "grid": twin[k], "source": "identical zoo model"}
         elif k in given:
             value = type(spec.grid[k][0])(given[k])
             cell[k] = {"value": value, "grid": nearest_value(value, list(spec.grid[k])), "source": "given"}
+        elif twin is not None:
+            cell[k] = {"value": twin[k], "grid": twin[k], "source": "identical zoo model"}
     unknown = [k for k in spec.grid if k not in cell]
     if not unknown:
         return cell
@@ -250,14 +264,10 @@ def _evidence(cells: pl.DataFrame, th, mine: Mapping[str, float]) -> list[dict]:
 
 
 def _placement(zoo: Zoo, epoch: int, state: Mapping[str, torch.Tensor], labels: pl.DataFrame) -> dict:
-    from sklearn.decomposition import PCA
-
-    from analysis.embed import flatten_padded, weights_only
-
     stored = set(zoo.checkpoints()["epoch"].unique())
     if epoch not in stored:
         return {"note": f"no checkpoints at epoch {epoch}"}
-    ids, X, shapes, emb = _weight_space(zoo_state(zoo), epoch)
+    ids, X, shapes, emb, pca = _weight_space(zoo_state(zoo), epoch)
     try:
         v = flatten_padded(weights_only(dict(state)), shapes)
     except ValueError as e:
@@ -273,8 +283,6 @@ def _placement(zoo: Zoo, epoch: int, state: Mapping[str, torch.Tensor], labels: 
     scale = float(np.linalg.norm(v)) or 1.0
     out: dict = {"epoch": epoch, "neighbours": neighbours,
                  "identical_to": ids[order[0]] if dist[order[0]] <= 1e-6 * scale else None}
-    # The same PCA call as analysis.embed (deterministic): the upload projects into the stored map.
-    pca = PCA(n_components=2, random_state=0).fit(X)
     x, y = pca.transform(v[None])[0]
     out["pca"] = {"x": float(x), "y": float(y)}
     umap = emb.filter(pl.col("method") == "umap")
@@ -328,7 +336,8 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
         if isinstance(ck, Refused):
             results[i] = ck
             continue
-        key = _cache_key(ck, zoos, given, epoch)
+        companions = {c.sha256 for c in loaded if isinstance(c, Checkpoint)} - {ck.sha256}
+        key = _cache_key(ck, zoos, given, epoch, companions)
         hit = _cache_read(key) if cache else None
         if hit is not None:
             results[i] = hit
@@ -360,8 +369,7 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
                  epoch: int | None, executor: Executor | None, device: str, progress: Progress) -> Report:
     state = ck.state
     notes = list(ck.notes)
-    n_params = sum(v.numel() for k, v in state.items() if v.is_floating_point() and not k.endswith(
-        ("running_mean", "running_var")))
+    n_params = sum(v.numel() for k, v in weights_only(state).items())
     progress("data-free weight report", 0.02)
     data_free = [{"layer": lw.layer, "shape": list(lw.shape), "mean": lw.mean, "var": lw.var,
                   "spectral_norm": lw.spectral_norm, "stable_rank": lw.stable_rank,
@@ -372,7 +380,7 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     progress("recognising the architecture", 0.06)
     matches = recognise(state, zoos)
     base = Report(ck.name, ck.sha256, n_params, notes, data_free,
-                  [dataclasses.asdict(m) | {"ok": m.ok} for m in matches])
+                  [dataclasses.asdict(m) | {"problems": list(m.problems), "ok": m.ok} for m in matches])
     match = next((m for m in matches if m.ok), None)
     if match is None:
         return dataclasses.replace(base, notes=notes + ["no zoo matches this architecture: data-free report only"])
@@ -396,7 +404,8 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     cell = _estimate_knobs(zoo, epoch, match, _rows_frame(own), n_params, given, twin)
 
     # The models to pair with: uploads of this same configuration if there are others, else the cell's seeds.
-    same = [u for u in uploads if u is not ck and _same_config(u.state, zoo, match)]
+    same = list({u.sha256: u for u in uploads if u.sha256 != ck.sha256 and _same_config(u.state, zoo, match)}
+                .values())  # a file uploaded twice is not its own seed
     seeds = zoo.catalog.filter(pl.col("epoch") == epoch)
     for k, v in cell.items():
         seeds = seeds.filter(pl.col(k) == v["grid"])
@@ -453,11 +462,18 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     feats = model_features(frame.filter(pl.col("other_id").is_null()), {UPLOAD: n_params})
     table = _training(zoo_state(zoo))
     used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
-    est = _classifier(zoo_state(zoo), used)
-    proba = est.predict_proba(feats.select(used).to_numpy().astype(float))[0]
+    est, Z, typical = _classifier(zoo_state(zoo), used)
+    x = feats.select(used).to_numpy().astype(float)
+    proba = est.predict_proba(x)[0]
+    nearest = float(np.linalg.norm(Z - est[:-1].transform(x), axis=1).min())
     classifier = {"phase": str(est.classes_[int(np.argmax(proba))]),
                   "probabilities": {str(c): float(p) for c, p in zip(est.classes_, proba)},
-                  "features": {f: feats[f][0] for f in used}, "n_train": table.height}
+                  "features": {f: feats[f][0] for f in used}, "n_train": table.height,
+                  "nearest_distance": nearest, "typical_distance": typical, "extrapolating": nearest > typical}
+    if nearest > typical:
+        notes.append(f"unlike every zoo model in the classifier's features (distance {nearest:.2f} to the nearest, "
+                     f"where 99 % of zoo models have a neighbour within {typical:.2f}): its probabilities "
+                     "extrapolate and overstate their confidence")
     return dataclasses.replace(
         base, notes=notes, zoo=match.root, epoch=epoch, cell=cell,
         metrics=[{k: r[k] for k in ("metric", "split", "layer", "coord", "value", "stderr")}
@@ -473,8 +489,11 @@ def _same_config(state: Mapping[str, torch.Tensor], zoo: Zoo, match: ZooMatch) -
 
 
 # ----------------------------------------------------------------------------- cache
-def _cache_key(ck: Checkpoint, zoos: Sequence[Zoo], given: Mapping, epoch: int | None) -> str:
+def _cache_key(ck: Checkpoint, zoos: Sequence[Zoo], given: Mapping, epoch: int | None,
+               companions: set[str]) -> str:
+    """A report depends on the file, the zoos' state, the options and the other uploads it may pair with."""
     blob = json.dumps({"v": VERSION, "sha": ck.sha256, "zoos": [zoo_state(z) for z in zoos],
+                       "with": sorted(companions),
                        "given": {k: str(v) for k, v in sorted(given.items())}, "epoch": epoch}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -499,9 +518,17 @@ def _cache_write(key: str, report: Report) -> None:
 
 
 def process_pool(workers: int = 2) -> Executor:
+    """Worker processes for the slow metrics; they start (imports, ~1 s) at once, while the caller reads."""
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=CONTEXT, initializer=_init_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=CONTEXT, initializer=_init_worker)
+    for _ in range(workers):
+        pool.submit(_warm)
+    return pool
+
+
+def _warm() -> None:
+    import analysis.definitions  # noqa: F401  (the registry's metrics and their kernels)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 PERCENTILES = (1, 25, 50, 75, 99)
@@ -66,7 +67,7 @@ def fit_power_law(eigs: torch.Tensor, min_tail: int = MIN_TAIL) -> PowerLawFit |
 def layer_weights(name: str, w: torch.Tensor) -> LayerWeights:
     w = w.detach().to(torch.float64)
     flat = w.reshape(-1)
-    q = torch.quantile(flat, torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64))
+    q = np.percentile(flat.numpy(), PERCENTILES)  # torch.quantile refuses tensors over 2**24 elements
     m = w.reshape(w.shape[0], -1)
     sv = torch.linalg.svdvals(m)
     frob2 = (sv ** 2).sum().item()

@@ -132,3 +132,41 @@ def line_chart(frame: pl.DataFrame, x: str, y: str, color: str, *, title: str = 
     fig.update_xaxes(title=x)
     fig.update_yaxes(title=y, type="log" if log_y else "linear")
     return fig
+
+
+def mark(fig: go.Figure, x, y, name: str, *, hover: str = "", label: bool = True) -> go.Figure:
+    """A star marker (an uploaded model) at data coordinates (x, y) of an existing figure."""
+    fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers+text" if label else "markers", name=name, text=[name],
+                             textposition="top center",
+                             marker=dict(symbol="star", size=22, color="#ffd700", line=dict(color="black", width=2)),
+                             hovertemplate=(hover or name) + "<extra></extra>", showlegend=False))
+    return fig
+
+
+def phase_probabilities(probabilities: dict[str, float], *, title: str = "") -> go.Figure:
+    """Horizontal bars of a classifier's phase probabilities in the phase colours."""
+    names = [p for p in PHASE_COLOURS if p in probabilities]
+    fig = go.Figure(go.Bar(x=[probabilities[p] for p in names], y=names, orientation="h",
+                           marker_color=[PHASE_COLOURS[p] for p in names],
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=260)
+    fig.update_xaxes(title="probability", range=[0, 1])
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def evidence_strip(values: np.ndarray, mine: float | None, threshold: float | None, *, title: str,
+                   log_x: bool = False, unit: str = "") -> go.Figure:
+    """The zoo's distribution of one quantity over its cells (box and points), its threshold (dashed) and
+    the uploaded model's value (star)."""
+    fig = go.Figure(go.Box(x=values, name="zoo cells", boxpoints="all", jitter=0.4, pointpos=0,
+                           marker=dict(size=5, color="#7f7f7f"), line=dict(color="#7f7f7f"),
+                           hovertemplate="%{x:.4g}<extra>zoo cell</extra>"))
+    if threshold is not None and threshold == threshold:
+        fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text="threshold")
+    if mine is not None and mine == mine:
+        mark(fig, mine, "zoo cells", "upload", hover=f"upload: {mine:.4g}", label=False)
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=200, showlegend=False)
+    fig.update_xaxes(type="log" if log_x else "linear", title=unit)
+    fig.update_yaxes(showticklabels=False)
+    return fig

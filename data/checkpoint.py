@@ -202,7 +202,8 @@ def _reason(e: BaseException, n: int = 160) -> str:
 
 
 def _load_safetensors(data: bytes, name: str) -> dict[str, torch.Tensor]:
-    if data.startswith(ZIP_MAGIC) or data.startswith(PICKLE_PROTO):
+    # A header length whose low byte is 0x80 (e.g. 384) starts like a pickle: trust the header's own shape first.
+    if not _looks_like_safetensors(data) and (data.startswith(ZIP_MAGIC) or data.startswith(PICKLE_PROTO)):
         raise CheckpointError(f"{name}: is not a safetensors file: it looks like a PyTorch file; rename it .pt")
     if len(data) < 8:
         raise CheckpointError(f"{name}: is not a readable safetensors file: {len(data)} bytes, too short for a header")

@@ -63,7 +63,8 @@ def shot(page, name: str) -> None:
 
 @pytest.mark.parametrize("path, n_charts, title", [
     ("", 2, "Zoo: mnist1d-mlp"), ("phases", 2, "Phase diagram"), ("cell", 4, "Cell detail"),
-    ("spectra", 3, "Hessian spectra"), ("weights", 1, "Weight space"), ("downstream", 0, "Ensembles & averaging"),
+    ("spectra", 3, "Hessian spectra"), ("weights", 1, "Weight space"), ("upload", 0, "Classify a checkpoint"),
+    ("downstream", 0, "Ensembles & averaging"),
 ])
 def test_every_page_renders(server, page, path, n_charts, title):
     page.goto(f"{server}/{path}")
@@ -124,3 +125,32 @@ def test_clicking_a_phase_map_cell_opens_it(server, page):
     page.get_by_text("width=256 · batch_size=128").first.wait_for(timeout=30_000)
     assert page.url.endswith("/cell")
     shot(page, "drill-down")
+
+
+def test_upload_a_checkpoint_and_a_malicious_pickle(server, page, browser, tmp_path):
+    """A real upload round trip: a zoo checkpoint gets its verdict and maps; a pickle that would run code is
+    refused with its reason and no traceback, runs nothing, and the server goes on serving other sessions."""
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "x": Evil()}, evil)
+    page.goto(f"{server}/upload")
+    page.get_by_text("Drop one or more checkpoints").wait_for(timeout=60_000)
+    ckpt = ROOT / "data/zoos/mnist1d-mlp/checkpoints/width016-batch_size0064-s0/epoch_0300.safetensors"
+    page.locator("input[type=file]").set_input_files([str(ckpt), str(evil)])
+    page.get_by_text("Phase (taxonomy rules)").first.wait_for(timeout=120_000)
+    charts(page, 7)  # 4 evidence strips, probabilities, phase map, weight space
+    page.get_by_text("evil.pt: refused").first.wait_for(timeout=30_000)
+    assert "Traceback" not in page.content()
+    assert not marker.exists()
+    shot(page, "upload")
+    other = browser.new_page()  # another user, meanwhile
+    other.goto(f"{server}/phases")
+    other.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+    other.close()

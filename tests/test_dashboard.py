@@ -219,3 +219,49 @@ def test_weight_space_page(tiny_zoo, monkeypatch):
     at.run()
     at.switch_page("views/weights.py").run()
     assert not at.exception and "No embeddings" in at.warning[0].value
+
+
+def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, monkeypatch):
+    """A zoo model is recognised, classified and starred on the map; a pickle that would run code, an empty
+    file and a non-checkpoint are refused with their reason next to it, without a traceback."""
+    import os
+
+    import torch
+    from safetensors.torch import save
+
+    from data.archs import build_model
+
+    monkeypatch.setenv("PHASEZOO_UPLOAD_WORKERS", "0")  # in-process: the test needs no worker pool
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path / "cache"))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "x": Evil()}, evil)
+    good = (DEFAULT_ZOO / "checkpoints/width008-batch_size0128-s1/epoch_0300.safetensors").read_bytes()
+    other = save(build_model("cnn1d", (40,), 10, {"width": 8}, seed=0).state_dict())  # no zoo of this family
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("views/upload.py").run()
+    assert not at.exception and "Drop one or more checkpoints" in at.info[0].value
+    at.file_uploader(key="upload_files").set_value([
+        ("mine.safetensors", good, "application/octet-stream"),
+        ("evil.pt", evil.read_bytes(), "application/octet-stream"),
+        ("empty.pt", b"", "application/octet-stream"), ("notes.txt", b"hello", "text/plain"),
+        ("conv.safetensors", other, "application/octet-stream")]).run()
+    assert not at.exception, at.exception
+    assert not marker.exists()
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("evil.pt: refused") and "os.system" in e for e in errors), errors
+    assert any(e.startswith("empty.pt") and "empty" in e for e in errors)
+    assert any(e.startswith("notes.txt") and "suffix" in e for e in errors)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Phase (taxonomy rules)"] in {"I", "II", "III", "IV-A", "IV-B"}
+    assert metrics["Cell (width · batch_size)"] == "8 · 128"  # batch size: that of the identical zoo model
+    star = [t for f in figures(at) for t in f["data"] if t.get("marker", {}).get("symbol") == "star"]
+    assert any(t["x"] == ["8"] and t["y"] == ["128"] for t in star)  # on the phase map, in its cell
+    assert any("matches no zoo" in w.value for w in at.warning)  # the cnn1d: data-free report only
+    assert any("alpha" in df.value.columns for df in at.dataframe)

@@ -36,3 +36,11 @@ def test_report_skips_biases_and_refuses_nan():
     state["1.weight"][0, 0] = float("nan")
     with pytest.raises(ValueError, match="'1.weight' has non-finite"):
         weight_report(state)
+
+
+def test_layers_beyond_torch_quantile_limit():
+    """Percentiles of a layer with more than 2**24 weights (torch.quantile's limit), against a sort."""
+    w = torch.linspace(-1, 1, 2**24 + 3).reshape(-1, 1)
+    lw = layer_weights("big", w)
+    assert lw.percentiles[50] == pytest.approx(0.0, abs=1e-6)
+    assert lw.percentiles[1] == pytest.approx(-0.98, abs=1e-6) and lw.percentiles[99] == pytest.approx(0.98, abs=1e-6)

@@ -1,0 +1,182 @@
+"""Classify a checkpoint: upload one or more state dicts and get each one's phase — from the taxonomy's
+rules and from the learned classifier — with the evidence next to the zoo's distributions, its cell on the
+phase map, its place in weight space and its nearest zoo models (analysis.verdict)."""
+
+import logging
+import os
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from analysis.embed import read_embeddings
+from analysis.phases import classify, default_thresholds
+from analysis.verdict import Refused, Report, analyse, process_pool, summary
+from dashboard.charts import PHASE_COLOURS, evidence_strip, mark, phase_map, phase_probabilities
+from dashboard.picker import current_zoo, load_cells, load_zoo
+from dashboard.widgets import chart, downloads, image_config
+from data.archs import arch_def
+from data.checkpoint import SUFFIXES, max_bytes
+from data.store import builtin_zoos
+
+log = logging.getLogger("phasezoo.upload")
+
+
+@st.cache_resource(show_spinner=False)
+def backend():
+    """The worker processes that compute uploads' metrics, shared by every session of this server
+    (PHASEZOO_UPLOAD_WORKERS=0: in the server process)."""
+    n = int(os.environ.get("PHASEZOO_UPLOAD_WORKERS", "2"))
+    return process_pool(n) if n > 0 else None
+
+
+zoo = current_zoo()
+spec = zoo.spec
+st.title("Classify a checkpoint")
+st.caption(
+    f"Upload state dicts ({', '.join(SUFFIXES)}; up to {max_bytes() / 2**20:.0f} MB each). PyTorch files are "
+    "read with `weights_only=True`: a pickle that would run code is refused, nothing runs. A model of the zoo's "
+    f"architecture family ({spec.arch} on {spec.task}) is measured on the zoo's task and classified; any other "
+    "gets the data-free weight report. Several uploads of one configuration are paired with each other."
+)
+files = st.file_uploader("Checkpoints", accept_multiple_files=True, key="upload_files")
+revealed = set(arch_def(spec.arch).params)  # architecture parameters are read off the tensor shapes
+hidden = [k for k in spec.grid if k not in revealed]
+given = {}
+if hidden:
+    cols = st.columns(len(hidden))
+    for col, k in zip(cols, hidden):
+        choice = col.selectbox(f"{k} (weights cannot tell)", ["estimate", *spec.grid[k]], key=f"upload_{k}")
+        if choice != "estimate":
+            given[k] = choice
+if not files:
+    st.info("Drop one or more checkpoints above. Try one of the zoo's own: "
+            f"`{zoo.root.name}/checkpoints/<model>/epoch_NNNN.safetensors`.")
+    st.stop()
+
+zoos = [zoo] + [load_zoo(p) for p in builtin_zoos() if p.resolve() != zoo.root.resolve()]
+bar = st.progress(0.0, text="Starting…")
+try:
+    results = analyse([(f.name, f.getvalue()) for f in files], zoos, given=given, executor=backend(),
+                      progress=lambda what, frac: bar.progress(min(max(frac, 0.0), 1.0), text=what))
+except Exception as e:  # a bug must not show a traceback or stop the server; the log keeps it
+    log.exception("upload analysis failed")
+    backend.clear()  # a broken worker pool is rebuilt on the next run
+    bar.empty()
+    st.error(f"The analysis failed: {type(e).__name__}: {e}")
+    st.stop()
+bar.empty()
+
+
+def show_evidence(r: Report, cells: pl.DataFrame, key: str) -> None:
+    ev = {e["quantity"]: e for e in r.evidence}
+    labels = {"train_loss": ("train loss (nats): above τ_L = under-fitted", True),
+              "mc": ("mode connectivity mc (points): below −ε = barrier", False),
+              "cka": ("CKA (logits, test): in IV, above τ_C = IV-B", False),
+              "hessian_trace": ("Hessian trace (train): sharpness, no threshold", True)}
+    cols = st.columns(2)
+    for i, (q, (title, log_x)) in enumerate(labels.items()):
+        vals = cells[q].drop_nulls().drop_nans().to_numpy()
+        vals = np.exp(vals) if q == "hessian_trace" else vals  # the cell table holds ln(seed mean)
+        e = ev.get(q, {})
+        chart(evidence_strip(vals, e.get("value"), e.get("threshold"), title=title, log_x=log_x), None,
+              f"upload_evidence_{q}_{key}", cols[i % 2])
+
+
+def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
+    xk, yk = spec.load.knob, spec.temperature.knob
+    labelled = classify(cells, default_thresholds(cells))
+    x, y = r.cell[xk]["grid"], r.cell[yk]["grid"]
+    left, right = st.columns(2)
+    fig = mark(phase_map(labelled, spec, title=f"Its cell on the phase map, epoch {r.epoch}"),
+               str(x), str(y), "upload", hover=f"upload: {xk}={r.cell[xk]['value']}, {yk}={r.cell[yk]['value']}")
+    left.plotly_chart(fig, key=f"upload_map_{key}", config=image_config("upload_phase_map"))
+    left.caption(" · ".join(f"{k}: {v['source']}" for k, v in r.cell.items()))
+    emb = read_embeddings(zoo.root).filter(pl.col("epoch") == r.epoch)
+    methods = [m for m in ("pca", "umap") if m in r.placement and m in emb["method"].unique()]
+    if not methods:
+        right.info(r.placement.get("note", "No weight-space embedding at this epoch (`python -m analysis.embed`)."))
+        return
+    method = right.radio("Weight space", methods, horizontal=True, key=f"upload_method_{key}",
+                         format_func=str.upper)
+    pts = emb.filter(pl.col("method") == method).join(
+        labelled.select(xk, yk, "phase").join(zoo.catalog.filter(pl.col("epoch") == r.epoch)
+                                              .select("model_id", xk, yk), on=[xk, yk]), on="model_id", how="left")
+    fig = go.Figure()
+    for phase, colour in PHASE_COLOURS.items():
+        g = pts.filter(pl.col("phase") == phase)
+        if not g.is_empty():
+            fig.add_trace(go.Scatter(x=g["x"].to_numpy(), y=g["y"].to_numpy(), mode="markers", name=phase,
+                                     marker=dict(color=colour, size=7), text=g["model_id"].to_list(),
+                                     hovertemplate="%{text}<extra>" + phase + "</extra>"))
+    p = r.placement[method]
+    approx = " (approximate: its nearest zoo models' mean)" if p.get("approximate") else " (exact projection)"
+    mark(fig, p["x"], p["y"], "upload", hover="upload" + approx)
+    fig.update_layout(title=f"{method.upper()} of the zoo's weights, epoch {r.epoch}{approx}", height=460,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    right.plotly_chart(fig, key=f"upload_space_{key}", config=image_config("upload_weight_space"))
+
+
+def show(r: Report | Refused, key: str) -> None:
+    if isinstance(r, Refused):
+        st.error(r.error)
+        return
+    for note in r.notes:
+        st.caption(note)
+    if r.zoo is None:
+        st.warning("This model matches no zoo, so it has no phase here; its data-free weight report follows.")
+        for m in r.matches:
+            st.caption(f"{m['zoo']}: " + "; ".join(m["problems"]))
+    else:
+        rule, clf = r.rule, r.classifier
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Phase (taxonomy rules)", rule["phase"], help=rule.get("reason") or
+                  f"{rule['n_pairs']} pair(s) with {rule['pairs_with']}; thresholds: τ_L {rule['tau_loss']:.3g} nats, "
+                  f"ε {rule['eps_mc']:.3g} points, τ_C {rule['tau_cka']:.3g}")
+        c2.metric("Phase (classifier)", clf["phase"], f"p = {clf['probabilities'][clf['phase']]:.2f}",
+                  delta_color="off", help=f"logistic regression on {len(clf['features'])} single-model features, "
+                                          f"trained on the zoo's {clf['n_train']} labelled models")
+        c3.metric("Cell (" + " · ".join(r.cell) + ")", " · ".join(str(v["value"]) for v in r.cell.values()),
+                  help="; ".join(f"{k}: {v['source']}" for k, v in r.cell.items()))
+        if clf.get("extrapolating"):
+            st.warning("Unlike every zoo model in the classifier's features: its probabilities extrapolate and "
+                       "overstate their confidence.")
+        if rule.get("near_boundary"):
+            st.warning("Near a threshold: the rule verdict could flip with a small change of the thresholds.")
+        if rule["phase"] != clf["phase"] and rule["phase"] != "unclassified":
+            st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
+                    "classifier only this model's own fit, sharpness and weights.")
+        for e in r.errors:
+            st.error(e)
+        cells = load_cells(zoo.root, r.epoch) if r.zoo == str(zoo.root) else None
+        if cells is not None:
+            st.subheader("Evidence: each quantity, its threshold and the zoo's cells")
+            show_evidence(r, cells, key)
+            left, right = st.columns([1, 2])
+            left.plotly_chart(phase_probabilities(clf["probabilities"], title="Classifier: phase probabilities"),
+                              key=f"upload_proba_{key}", config=image_config("upload_probabilities"))
+            nb = pl.DataFrame(r.placement.get("neighbours", []))
+            right.markdown("**Nearest zoo models in weight space**"
+                           + (f" — identical to `{r.placement['identical_to']}`" if r.placement.get("identical_to")
+                              else ""))
+            right.dataframe(nb, hide_index=True, key=f"upload_nb_{key}")
+            show_maps(r, cells, key)
+        else:
+            st.info(f"Recognised as a model of another zoo ({r.zoo}): pick it in the sidebar to see its maps.")
+    if r.data_free:
+        with st.expander("Data-free weight report (per layer)", expanded=r.zoo is None):
+            table = pl.DataFrame(r.data_free).with_columns(pl.col("shape").cast(pl.List(pl.String)).list.join("×"))
+            st.dataframe(table, hide_index=True, key=f"upload_df_{key}")
+            downloads(table, f"upload_data_free_{key}")
+    st.download_button("Report (JSON)", r.to_json(), f"{r.file}.report.json", "application/json",
+                       key=f"upload_json_{key}")
+    with st.expander("Summary (as the CLI prints it)"):
+        st.code(summary(r), language=None)
+
+
+for i, r in enumerate(results):
+    st.header(r.file)
+    show(r, str(i))  # widget keys by position: the same file may be uploaded twice
