@@ -1,0 +1,140 @@
+"""The CUDA paths against the CPU, on a machine with a GPU (CI has none: this is run by hand there).
+
+    python bench/check_cuda.py [--out DIR]
+
+1. trains a small zoo (3 widths × 2 batch sizes × 2 seeds, 20 epochs, batched) on the CPU and on CUDA:
+   the epoch-1 losses must agree (float32 summation order only), and the timing of both is printed;
+2. computes every registered metric of the CPU-trained zoo on the CPU and on CUDA (same weights): the
+   values must agree within each metric's tolerance (exact kernels tightly, the trained Bézier curve of
+   mode connectivity, a 20-epoch SGD run of its own, loosely);
+3. analyses one checkpoint (analysis.verdict) with its workers on each device: same phase and quantities.
+Exit status 1 if anything disagrees. Prints the largest differences per metric.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+
+SPEC = """
+name = "cuda-check"
+description = "a small zoo for the CUDA check"
+task = "mnist1d"
+arch = "mlp"
+seeds = [0, 1]
+[task_params]
+n_train = 1000
+label_noise = 0.1
+[training]
+epochs = 20
+lr = 0.05
+momentum = 0.9
+weight_decay = 5e-4
+batch_size = 32
+checkpoint_epochs = [10]
+analysis_epochs = [20]
+[grid]
+width = [8, 32, 128]
+batch_size = [16, 128]
+[axes.load]
+knob = "width"
+increases = false
+[axes.temperature]
+knob = "batch_size"
+increases = false
+"""
+# metric -> (relative tolerance, absolute tolerance) between devices on the same weights
+TOLERANCE = {"mc_bezier": (0.0, 3.0), "mc_bezier_error": (0.0, 3.0), "mc_bezier_loss": (0.1, 0.05),
+             "mc_bezier_endpoint_dominated": (0.0, 1.0), "hessian_esd": (0.0, 0.05)}
+DEFAULT_TOL = (1e-3, 1e-4)
+
+
+def main(argv=None) -> int:
+    from analysis.registry import list_metrics
+    from analysis.run import run
+    from analysis.verdict import Report, analyse, process_pool
+    from data.generate import generate
+    from data.store import Zoo
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA device here: nothing to check")
+        return 2
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    work = Path(tempfile.mkdtemp())
+    spec = work / "spec.toml"
+    spec.write_text(SPEC)
+    ok = True
+    zoos = {}
+    for dev in ("cpu", "cuda"):
+        t = time.perf_counter()
+        generate(spec, work / dev, workers=1, device=dev, progress=False)
+        print(f"generate on {dev}: {time.perf_counter() - t:.1f} s")
+        zoos[dev] = Zoo.open(work / dev)
+    a, b = (zoos[d].catalog.filter(pl.col("epoch") == 1).sort("model_id") for d in ("cpu", "cuda"))
+    d_loss = (a["train_loss"] - b["train_loss"]).abs().max()
+    d_acc = (a["test_acc"] - b["test_acc"]).abs().max()
+    last = [zoos[d].catalog.filter(pl.col("epoch") == 20).sort("model_id")["test_acc"] for d in ("cpu", "cuda")]
+    print(f"training: epoch-1 train loss max |Δ| {d_loss:.2e}, test acc max |Δ| {d_acc:.2e}; "
+          f"epoch-20 test acc mean {last[0].mean():.3f} (cpu) vs {last[1].mean():.3f} (cuda)")
+    ok &= d_loss < 1e-3
+
+    # every metric of the CPU-trained zoo, on each device
+    tables = {}
+    for dev in ("cpu", "cuda"):
+        root = work / f"metrics-{dev}"
+        shutil.copytree(work / "cpu", root)
+        t = time.perf_counter()
+        rep = run(root, list_metrics(), workers=1, device=dev, progress=False)
+        print(f"metrics on {dev}: {rep.tasks} tasks, {rep.failures} failures, {time.perf_counter() - t:.1f} s")
+        ok &= rep.failures == 0
+        tables[dev] = pl.read_parquet(root / "metrics.parquet").filter(pl.col("error").is_null())
+    key = ["model_id", "other_id", "epoch", "metric", "split", "layer", "coord"]
+    both = tables["cpu"].join(tables["cuda"], on=key, how="inner", suffix="_cuda", nulls_equal=True)
+    print(f"  {len(both)} of {len(tables['cpu'])} rows matched across devices")
+    ok &= len(both) == len(tables["cpu"])
+    diffs = both.with_columns(d=(pl.col("value") - pl.col("value_cuda")).abs(),
+                              scale=pl.max_horizontal(pl.col("value").abs(), pl.col("value_cuda").abs()))
+    for (metric,), g in diffs.group_by("metric", maintain_order=True):
+        rtol, atol = TOLERANCE.get(metric, DEFAULT_TOL)
+        bad = g.filter(pl.col("d") > atol + rtol * pl.col("scale"))
+        worst = g["d"].max()
+        print(f"  {metric:34s} max |Δ| {worst:.3g}  {'ok' if bad.is_empty() else f'{len(bad)} beyond tolerance'}")
+        ok &= bad.is_empty()
+
+    # one checkpoint through the verdict pipeline, workers on each device
+    cat = Zoo.open(work / "metrics-cpu").catalog
+    row = cat.filter((pl.col("epoch") == 20) & (pl.col("width") == 32) & (pl.col("batch_size") == 16)
+                     & (pl.col("seed") == 0))
+    ck = work / "metrics-cpu" / row["checkpoint"][0]
+    verdicts = {}
+    for dev in ("cpu", "cuda"):
+        pool = process_pool(2)
+        t = time.perf_counter()
+        [r] = analyse([ck], [Zoo.open(work / "metrics-cpu")], executor=pool, device=dev, cache=False)
+        pool.shutdown()
+        assert isinstance(r, Report), r
+        verdicts[dev] = r
+        print(f"verdict on {dev}: {r.rule['phase']} (mc {r.rule['mc']:.3g}, CKA {r.rule['cka']:.3g}), "
+              f"classifier {r.classifier['phase']}, {time.perf_counter() - t:.1f} s")
+    ok &= verdicts["cpu"].rule["phase"] == verdicts["cuda"].rule["phase"]
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        diffs.write_parquet(args.out / "cuda_metric_diffs.parquet")
+    print("CUDA agrees with the CPU" if ok else "CUDA DISAGREES with the CPU")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
