@@ -65,7 +65,7 @@ def fit_power_law(eigs: torch.Tensor, min_tail: int = MIN_TAIL) -> PowerLawFit |
 
 
 def layer_weights(name: str, w: torch.Tensor) -> LayerWeights:
-    w = w.detach().to(torch.float64)
+    w = w.detach().to("cpu", torch.float64)  # a small SVD per layer: the CPU is fine, numpy needs it
     flat = w.reshape(-1)
     q = np.percentile(flat.numpy(), PERCENTILES)  # torch.quantile refuses tensors over 2**24 elements
     m = w.reshape(w.shape[0], -1)

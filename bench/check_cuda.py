@@ -54,7 +54,7 @@ increases = false
 """
 # metric -> (relative tolerance, absolute tolerance) between devices on the same weights
 TOLERANCE = {"mc_bezier": (0.0, 3.0), "mc_bezier_error": (0.0, 3.0), "mc_bezier_loss": (0.1, 0.05),
-             "mc_bezier_endpoint_dominated": (0.0, 1.0), "hessian_esd": (0.0, 0.05)}
+             "mc_bezier_endpoint_dominated": (0.0, 1.0), "hessian_esd": (0.05, 1e-3)}
 DEFAULT_TOL = (1e-3, 1e-4)
 
 
@@ -99,8 +99,13 @@ def main(argv=None) -> int:
         rep = run(root, list_metrics(), workers=1, device=dev, progress=False)
         print(f"metrics on {dev}: {rep.tasks} tasks, {rep.failures} failures, {time.perf_counter() - t:.1f} s")
         ok &= rep.failures == 0
-        tables[dev] = pl.read_parquet(root / "metrics.parquet").filter(pl.col("error").is_null())
-    key = ["model_id", "other_id", "epoch", "metric", "split", "layer", "coord"]
+        table = pl.read_parquet(root / "metrics.parquet")
+        for err in table["error"].drop_nulls().unique().to_list()[:5]:
+            print(f"  FAILED: {err}")
+        # curves are matched by position: the spectral density's eigenvalue grid is itself computed
+        tables[dev] = table.filter(pl.col("error").is_null()).sort("coord", nulls_last=True).with_columns(
+            i=pl.int_range(pl.len()).over(["model_id", "other_id", "epoch", "metric", "split", "layer"]))
+    key = ["model_id", "other_id", "epoch", "metric", "split", "layer", "i"]
     both = tables["cpu"].join(tables["cuda"], on=key, how="inner", suffix="_cuda", nulls_equal=True)
     print(f"  {len(both)} of {len(tables['cpu'])} rows matched across devices")
     ok &= len(both) == len(tables["cpu"])
