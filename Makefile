@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py
 	$(PYTHON) bench/bench_hessian.py
 	$(PYTHON) bench/bench_dashboard.py
+	$(PYTHON) bench/bench_upload.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py

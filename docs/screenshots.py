@@ -29,8 +29,8 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             for path, out, charts in PAGES:
                 capture(page, url, path, out, charts)
-            page.set_viewport_size({"width": 1500, "height": 2100})  # the page scrolls inside Streamlit's own container
-            capture(page, url, "upload", "docs/upload.png", 7, sample_checkpoint())
+            page.set_viewport_size({"width": 1500, "height": 2500})  # the page scrolls inside Streamlit's own container
+            capture(page, url, "upload", "docs/upload.png", 8, sample_checkpoint())
             browser.close()
 
 

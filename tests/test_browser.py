@@ -145,7 +145,7 @@ def test_upload_a_checkpoint_and_a_malicious_pickle(server, page, browser, tmp_p
     ckpt = ROOT / "data/zoos/mnist1d-mlp/checkpoints/width016-batch_size0064-s0/epoch_0300.safetensors"
     page.locator("input[type=file]").set_input_files([str(ckpt), str(evil)])
     page.get_by_text("Phase (taxonomy rules)").first.wait_for(timeout=120_000)
-    charts(page, 7)  # 4 evidence strips, probabilities, phase map, weight space
+    charts(page, 8)  # 4 evidence strips, probabilities, spectrum, phase map, weight space
     page.get_by_text("evil.pt: refused").first.wait_for(timeout=30_000)
     assert "Traceback" not in page.content()
     assert not marker.exists()

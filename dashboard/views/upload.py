@@ -10,11 +10,13 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from analysis.cells import cell_models
 from analysis.embed import read_embeddings
 from analysis.phases import classify, default_thresholds
+from analysis.spectra import esd_curves
 from analysis.verdict import Refused, Report, analyse, process_pool, summary
-from dashboard.charts import PHASE_COLOURS, evidence_strip, mark, phase_map, phase_probabilities
-from dashboard.picker import current_zoo, load_cells, load_zoo
+from dashboard.charts import PHASE_COLOURS, density_chart, evidence_strip, mark, phase_map, phase_probabilities
+from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, downloads, image_config
 from data.archs import arch_def
 from data.checkpoint import SUFFIXES, max_bytes
@@ -120,6 +122,21 @@ def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
     right.plotly_chart(fig, key=f"upload_space_{key}", config=image_config("upload_weight_space"))
 
 
+def show_spectrum(r: Report, key: str) -> None:
+    """Its Hessian spectral density (training probe set) against its cell's seeds in the zoo."""
+    mine = pl.DataFrame([m for m in r.metrics if m["metric"] == "hessian_esd"])
+    if mine.is_empty():
+        return
+    ids = cell_models(zoo.catalog, spec, r.cell[spec.load.knob]["grid"], r.cell[spec.temperature.knob]["grid"])
+    curves = pl.concat([
+        mine.select(pl.col("coord").alias("eigenvalue"), pl.col("value").alias("density"),
+                    label=pl.lit("upload")),
+        *[g.select("eigenvalue", "density", label=pl.lit(m)) for (m,), g in
+          esd_curves(load_metrics(zoo.root), ids, r.epoch).group_by("model_id", maintain_order=True)]])
+    chart(density_chart(curves, title="Hessian spectral density (train): the upload and its cell's seeds"), curves,
+          f"upload_esd_{key}")
+
+
 def show(r: Report | Refused, key: str) -> None:
     if isinstance(r, Refused):
         st.error(r.error)
@@ -163,6 +180,7 @@ def show(r: Report | Refused, key: str) -> None:
                            + (f" — identical to `{r.placement['identical_to']}`" if r.placement.get("identical_to")
                               else ""))
             right.dataframe(nb, hide_index=True, key=f"upload_nb_{key}")
+            show_spectrum(r, key)
             show_maps(r, cells, key)
         else:
             st.info(f"Recognised as a model of another zoo ({r.zoo}): pick it in the sidebar to see its maps.")
