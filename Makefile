@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test chromium zoo metrics phases embeddings bench screenshots clean-venv
+.PHONY: run test chromium zoo metrics phases embeddings downstream bench screenshots clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ phases: $(STAMP)
 # PCA and UMAP of the default zoo's weights at every stored epoch (writes embeddings.parquet).
 embeddings: $(STAMP)
 	$(PYTHON) -m analysis.embed data/zoos/mnist1d-mlp
+
+# The downstream studies at the last analysis epoch (resumable), phase ensembles, and the findings re-tested.
+downstream: $(STAMP)
+	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp --metrics 'ensemble,average_*,transfer,prune' --epochs 300
+	$(PYTHON) -m analysis.phase_ensembles data/zoos/mnist1d-mlp
+	$(PYTHON) -m analysis.findings data/zoos/mnist1d-mlp
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py

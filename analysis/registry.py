@@ -1,6 +1,7 @@
 """The metric registry: every metric the runner, the CLI and the dashboard know, declared once.
 
-A registered `Metric` is a unit of computation (a function of one model, or of a pair of models) that
+A registered `Metric` is a unit of computation (a function of one model, of a pair of seeds, or of all the
+seeds of a grid cell) that
 emits rows for one or more `Output`s. Each output declares its sign convention, log scale and role in the
 phase taxonomy, for views to choose scales and labels from the declaration rather than from the name. A new metric is a decorated function:
 
@@ -57,6 +58,15 @@ class ModelInput:
     model_id: str
     model: nn.Module  # eval mode, on the device the metric runs on
     task: TaskData | None  # None for data-free metrics
+    epoch: int | None = None  # the epoch `model` is at
+    # the same model at another stored epoch (e.g. for averaging over epochs); None where there is no history
+    at_epoch: Callable[[int], nn.Module] | None = None
+    stored_epochs: tuple[int, ...] = ()  # the epochs `at_epoch` can load
+
+
+# `other_id` of the rows of a cell-scope metric (one computation over all seeds of a grid cell, stored under
+# the cell's first model id).
+CELL = "cell"
 
 
 def always(model: nn.Module) -> bool:
@@ -67,7 +77,7 @@ def always(model: nn.Module) -> bool:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    scope: str  # "model" or "pair"
+    scope: str  # "model", "pair" or "cell" (SCOPES)
     needs_data: bool  # False: data-free (weights only)
     outputs: tuple[Output, ...]
     fn: Callable[..., list[Value]]
@@ -94,12 +104,13 @@ class Metric:
 
 
 REGISTRY: dict[str, Metric] = {}
+SCOPES = ("model", "pair", "cell")  # one model, two seeds of a cell, all seeds of a cell
 
 
 def register(name: str, *, scope: str, needs_data: bool, outputs: Sequence[Output], version: int = 1,
              applies: Callable[[nn.Module], bool] | None = None):
-    if scope not in ("model", "pair"):
-        raise ValueError(f"scope must be 'model' or 'pair', got {scope!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
 
     def deco(fn: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
         if name in REGISTRY:
@@ -114,6 +125,7 @@ def register(name: str, *, scope: str, needs_data: bool, outputs: Sequence[Outpu
 
 def _load_definitions() -> None:
     import analysis.definitions  # noqa: F401  (registers the built-in metrics)
+    import analysis.downstream_metrics  # noqa: F401  (and the downstream studies)
 
 
 def get_metric(name: str) -> Metric:

@@ -1,12 +1,12 @@
-"""The metric runner: the one loop over a zoo's models and pairs.
+"""The metric runner: the one loop over a zoo's models, seed pairs and cells.
 
     python -m analysis.run data/zoos/mnist1d-mlp                      # every metric, analysis epochs
     python -m analysis.run ZOO --metrics 'hessian*,performance' --epochs 300 --models 'width256*'
     python -m analysis.run --list                                     # the registry
 
-A task is one model (all requested model-scope metrics, the checkpoint loaded once) or one pair of seeds
-of a grid cell (all pair-scope metrics) at one epoch. Tasks run in `--workers` processes (one torch thread
-each), longest first. The main process appends their rows to the zoo's metrics.parquet atomically every
+A task is one model (all requested model-scope metrics, the checkpoint loaded once), one pair of seeds
+of a grid cell (all pair-scope metrics) or all seeds of a cell (cell-scope metrics) at one epoch. Tasks
+run in `--workers` processes (one torch thread each), longest first. The main process appends their rows to the zoo's metrics.parquet atomically every
 `--flush-every` seconds. Resumable: a (model, pair, epoch, metric parameters) already stored without error
 is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
 """
@@ -29,7 +29,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from analysis.registry import Metric, MetricError, ModelInput, Value, get_metric, list_metrics
+from analysis.registry import CELL, Metric, MetricError, ModelInput, Value, get_metric, list_metrics
 from data.archs import build_model
 from data.device import resolve_device
 from data.tasks import TASKS
@@ -42,18 +42,29 @@ log = logging.getLogger("phasezoo.metrics")
 
 @dataclass(frozen=True)
 class Task:
+    scope: str  # "model", "pair" or "cell"
     epoch: int
     ids: tuple[str, ...]  # one model, or a pair
     metrics: tuple[Metric, ...]
     cost: float  # relative, for longest-first scheduling
 
 
-def cell_pairs(zoo: Zoo, model_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """All pairs of models that differ only in their seed (the seeds of one grid cell)."""
+def cell_groups(zoo: Zoo, model_ids: Sequence[str]) -> list[tuple[str, ...]]:
+    """The models of each grid cell (they differ only in their seed), sorted."""
     cells: dict[tuple, list[str]] = {}
     for mid in sorted(model_ids):
         cells.setdefault(zoo.configs[mid].knobs, []).append(mid)
-    return [p for ids in cells.values() for p in itertools.combinations(ids, 2)]
+    return [tuple(ids) for ids in cells.values()]
+
+
+def cell_pairs(zoo: Zoo, model_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """All pairs of models that differ only in their seed (the seeds of one grid cell)."""
+    return [p for ids in cell_groups(zoo, model_ids) for p in itertools.combinations(ids, 2)]
+
+
+def other_id(scope: str, ids: Sequence[str]) -> str | None:
+    """The `other_id` of a task's rows: the second model of a pair, CELL for a cell, None for a model."""
+    return ids[1] if scope == "pair" else CELL if scope == "cell" else None
 
 
 def plan(zoo: Zoo, metrics: Sequence[Metric], epochs: Sequence[int], models: Sequence[str],
@@ -66,13 +77,15 @@ def plan(zoo: Zoo, metrics: Sequence[Metric], epochs: Sequence[int], models: Seq
         by_params[params] = build_model(zoo.spec.arch, task.input_shape, task.n_classes, dict(params))
     template = {mid: by_params[zoo.configs[mid].arch_params] for mid in models}
     tasks = []
-    for scope, units in (("model", [(m,) for m in models]), ("pair", cell_pairs(zoo, models))):
+    units = {"model": [(m,) for m in models], "pair": cell_pairs(zoo, models), "cell": cell_groups(zoo, models)}
+    for scope, unit in units.items():
         wanted = [m for m in metrics if m.scope == scope]
-        for epoch, ids in itertools.product(epochs, units):
+        for epoch, ids in itertools.product(epochs, unit):
             todo = tuple(m for m in wanted if m.applies(template[ids[0]])
-                         and (ids[0], ids[1] if len(ids) > 1 else "", epoch, m.params_hash) not in done)
+                         and (ids[0], other_id(scope, ids) or "", epoch, m.params_hash) not in done)
             if todo:
-                tasks.append(Task(epoch, ids, todo, size[ids[0]] * len(todo) * (4 if scope == "pair" else 1)))
+                weight = {"model": 1, "pair": 4, "cell": len(ids)}[scope]  # a pair trains a curve
+                tasks.append(Task(scope, epoch, ids, todo, size[ids[0]] * len(todo) * weight))
     return sorted(tasks, key=lambda t: -t.cost)
 
 
@@ -90,11 +103,15 @@ def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
     """Rows for one task; every failure becomes an error row naming the model(s) and the metric."""
     zoo = _zoo(root)
     dev = resolve_device(device)
-    base = {"model_id": task.ids[0], "other_id": task.ids[1] if len(task.ids) > 1 else None, "epoch": task.epoch}
+    base = {"model_id": task.ids[0], "other_id": other_id(task.scope, task.ids), "epoch": task.epoch}
     where = f"{' & '.join(task.ids)} at epoch {task.epoch}"
+    stored = zoo.checkpoints().group_by("model_id").agg(pl.col("epoch").sort())
+    history = {mid: tuple(eps) for mid, eps in stored.filter(pl.col("model_id").is_in(task.ids)).iter_rows()}
     try:
         task_data = zoo.task.to(dev) if any(m.needs_data for m in task.metrics) else None
-        inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data) for mid in task.ids]
+        inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data, task.epoch,
+                             lambda e, mid=mid: zoo.build_model(mid, e).to(dev), history.get(mid, ()))
+                  for mid in task.ids]
     except Exception as e:  # a missing or corrupt checkpoint fails every metric of the task
         return [error_row(base, m, where, e) for m in task.metrics]
     return metric_rows(task.metrics, inputs, base, where)
@@ -135,7 +152,20 @@ class RunReport:
     tasks: int
     rows: int
     failures: int
-    seconds: float
+    seconds: float  # wall clock
+    busy: float = 0.0  # compute seconds summed over tasks (all workers)
+    cells: int = 0  # grid cells whose models were computed
+
+    def __str__(self) -> str:
+        per_cell = f", {self.busy / self.cells:.1f} s of compute per cell" if self.cells and self.tasks else ""
+        return (f"{self.tasks} tasks, {self.rows} rows, {self.failures} failures in {self.seconds:.1f} s"
+                + per_cell)
+
+
+def timed_compute(root: str, task: Task, device: str = "cpu") -> tuple[list[dict], float]:
+    t = time.perf_counter()
+    rows = compute(root, task, device)
+    return rows, time.perf_counter() - t
 
 
 def resolve_metrics(patterns: Sequence[str] | None) -> list[Metric]:
@@ -174,13 +204,15 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
                           key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
         n_rows = n_fail = 0
+        busy = 0.0
         workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
         log.info("%s: %d tasks (%s) over %d models at epochs %s on %d worker(s)", zoo.name, len(tasks),
                  ", ".join(m.name for m in metrics), len(ids), epochs, workers)
         bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
         try:
-            for _, rows in run_unordered(compute, [(str(zoo.root), t, device) for t in tasks], workers=workers,
-                                         initializer=_init_worker):
+            for _, (rows, secs) in run_unordered(timed_compute, [(str(zoo.root), t, device) for t in tasks],
+                                                 workers=workers, initializer=_init_worker):
+                busy += secs
                 writer.add(pl.DataFrame(rows, schema=METRICS.columns))
                 n_rows += len(rows)
                 n_fail += sum(r["error"] is not None for r in rows)
@@ -188,7 +220,8 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         finally:
             writer.flush()
             bar.close()
-    return RunReport(len(tasks), n_rows, n_fail, time.perf_counter() - t0)
+    cells = len({zoo.configs[i].knobs for t in tasks for i in t.ids})
+    return RunReport(len(tasks), n_rows, n_fail, time.perf_counter() - t0, busy, cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MetricError, ZooError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.zoo}: {rep.tasks} tasks, {rep.rows} rows, {rep.failures} failures in {rep.seconds:.1f} s")
+    print(f"{args.zoo}: {rep}")
     return 1 if rep.failures else 0
 
 

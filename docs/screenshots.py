@@ -19,7 +19,7 @@ from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: 
 # (url path, output file, number of Plotly charts to wait for)
 PAGES = [("", "docs/overview.png", 2),  # the overview is the default page, served at /
          ("phases", "docs/phases.png", 2), ("cell", "docs/cell.png", 4), ("spectra", "docs/spectra.png", 3),
-         ("weights", "docs/weights.png", 1), ("downstream", "docs/downstream.png", 0)]
+         ("weights", "docs/weights.png", 1), ("downstream", "docs/downstream.png", 5)]
 
 
 def main() -> None:

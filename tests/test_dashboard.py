@@ -180,7 +180,32 @@ def test_mean_esd_integrates_to_one():
     assert mean_esd(curves.filter(pl.lit(False))).is_empty()
 
 
-def test_downstream_page_says_what_is_missing_and_shows_imported_results(tmp_path, monkeypatch):
+def test_downstream_page_on_the_default_zoo():
+    """The findings with their verdicts, consistent vs crossing ensembles per phase, a result over the grid
+    with its per-phase boxes, and the pruning and aligned-path curves per phase."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/downstream.py").run()
+    assert not at.exception, at.exception
+    verdicts = [m.value for m in at.markdown if "**" in m.value]
+    assert len(verdicts) == 4 and all(v[0] in "✅❌❔" for v in verdicts)
+    assert any("hotter models prune better" in v for v in verdicts)
+    ens, heat, box, prune, path = figures(at)
+    assert [t["name"] for t in ens["data"]] == ["members of one phase",
+                                                "members of different phases (one of this phase)"]
+    assert ens["data"][0]["x"] == ["I", "II", "III", "IV-A", "IV-B"]
+    assert {t["name"] for t in box["data"]} == {"I", "II", "III", "IV-A", "IV-B"}
+    assert [float(x) for x in array(prune["data"][0]["x"])] == [0.5, 0.8, 0.9, 0.95]
+    assert float(array(path["data"][0]["x"])[-1]) == 1.0
+    at.selectbox(key="downstream_metric").set_value("average_epochs_acc_delta").run()
+    at.radio(key="downstream_ens_measure").set_value("gain").run()
+    at.toggle(key="downstream_prune_ft").set_value(True).run()
+    assert not at.exception
+    assert figures(at)[1]["data"][0]["zmid"] == 0  # a delta: diverging around 0
+
+
+def test_downstream_page_says_what_is_missing_and_shows_imported_results(tiny_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("PHASEZOO_ZOO", str(tiny_zoo))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     at.switch_page("views/downstream.py").run()

@@ -133,10 +133,10 @@ def test_failures_are_recorded_and_the_rest_computed(zoo_copy):
     assert "cannot read checkpoint" in msg[f"{broken_id}/weights"]
     assert table.filter((pl.col("model_id") == ok_id) & (pl.col("metric") == "train_acc")).height == 1
     # a pair metric on models of different widths, and an empty batch set
-    pair = Task(3, ("width04-batch_size16-s0", ok_id), (get_metric("mc_linear"),), 1.0)
+    pair = Task("pair", 3, ("width04-batch_size16-s0", ok_id), (get_metric("mc_linear"),), 1.0)
     (row,) = compute(str(zoo_copy), pair)
     assert "same architecture" in row["error"] and "mc_linear on width04-batch_size16-s0 & " in row["error"]
-    empty = Task(3, (ok_id,), (get_metric("hessian").with_params(n_batches=0),), 1.0)
+    empty = Task("model", 3, (ok_id,), (get_metric("hessian").with_params(n_batches=0),), 1.0)
     (row,) = compute(str(zoo_copy), empty)
     assert "empty batch set" in row["error"]
 
