@@ -33,9 +33,9 @@ chromium:
 zoo: $(STAMP)
 	$(PYTHON) -m data.generate data/specs/mnist1d-mlp.toml --out data/zoos/mnist1d-mlp
 
-# Every registered metric over the default zoo's analysis epochs (resumable).
+# The landscape metrics over the default zoo's analysis epochs (resumable; `make downstream` adds the rest).
 metrics: $(STAMP)
-	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp
+	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp --metrics 'performance,weights,hessian*,cka_*,mc_*'
 
 # Phase labels of the default zoo at its analysis epochs (writes data/zoos/mnist1d-mlp/phases.parquet).
 phases: $(STAMP)

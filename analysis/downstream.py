@@ -194,17 +194,20 @@ def reset_head(model: nn.Module, seed: int = 0) -> str:
 
 
 def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
-    """0/1 masks removing the `sparsity` fraction of weights of smallest |w| over all weight matrices
-    (parameters of rank ≥ 2) together; ties at the threshold are kept."""
+    """0/1 masks removing exactly ⌊sparsity · n⌋ of the n weights of all weight matrices (parameters of
+    rank ≥ 2) together, those of smallest |w|; ties are broken by position, so equal magnitudes never
+    remove more than asked."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     weights = {n: p.detach() for n, p in model.named_parameters() if p.ndim >= 2}
     flat = torch.cat([w.abs().reshape(-1) for w in weights.values()])
-    k = math.floor(sparsity * flat.numel())
-    if k == 0:
-        return {n: torch.ones_like(w) for n, w in weights.items()}
-    threshold = flat.kthvalue(k).values
-    return {n: (w.abs() > threshold).to(w.dtype) for n, w in weights.items()}
+    keep = torch.ones_like(flat)
+    keep[flat.argsort(stable=True)[:math.floor(sparsity * flat.numel())]] = 0
+    masks, start = {}, 0
+    for n, w in weights.items():
+        masks[n] = keep[start:start + w.numel()].view_as(w).to(w.dtype)
+        start += w.numel()
+    return masks
 
 
 @torch.no_grad()

@@ -67,6 +67,10 @@ def compare(table: pl.DataFrame) -> pl.DataFrame:
                     "consistent_gain": g["acc_gain"].mean(), "across_gain": a["acc_gain"].mean(),
                     "consistent_disagreement": g["disagreement"].mean(),
                     "across_disagreement": a["disagreement"].mean(), "n_consistent": g.height, "n_across": a.height})
+    if not out:  # no phase had enough models for a consistent ensemble
+        return pl.DataFrame(schema={"phase": pl.String, **{c: pl.Float64 for c in (
+            "consistent_acc", "across_acc", "consistent_gain", "across_gain", "consistent_disagreement",
+            "across_disagreement")}, "n_consistent": pl.Int64, "n_across": pl.Int64})
     return pl.DataFrame(out).sort("phase")
 
 

@@ -16,10 +16,12 @@ sys.path.insert(0, str(ROOT))
 
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
-# (url path, output file, number of Plotly charts to wait for)
-PAGES = [("", "docs/overview.png", 2),  # the overview is the default page, served at /
-         ("phases", "docs/phases.png", 2), ("cell", "docs/cell.png", 4), ("spectra", "docs/spectra.png", 3),
-         ("weights", "docs/weights.png", 1), ("downstream", "docs/downstream.png", 5)]
+# (url path, output file, number of Plotly charts to wait for, viewport height: the page scrolls inside
+# Streamlit's own container, so a full-page screenshot is the viewport)
+PAGES = [("", "docs/overview.png", 2, 1100),  # the overview is the default page, served at /
+         ("phases", "docs/phases.png", 2, 1100), ("cell", "docs/cell.png", 4, 1100),
+         ("spectra", "docs/spectra.png", 3, 1100), ("weights", "docs/weights.png", 1, 1100),
+         ("downstream", "docs/downstream.png", 5, 2400)]
 
 
 def main() -> None:
@@ -27,9 +29,10 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            for path, out, charts in PAGES:
+            for path, out, charts, height in PAGES:
+                page.set_viewport_size({"width": 1500, "height": height})
                 capture(page, url, path, out, charts)
-            page.set_viewport_size({"width": 1500, "height": 2500})  # the page scrolls inside Streamlit's own container
+            page.set_viewport_size({"width": 1500, "height": 2500})
             capture(page, url, "upload", "docs/upload.png", 8, sample_checkpoint())
             browser.close()
 

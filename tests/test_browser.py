@@ -75,8 +75,10 @@ def test_every_page_renders(server, page, path, n_charts, title):
 
 
 def select(page, label: str, option: str) -> None:
-    """Pick `option` in the Streamlit select box labelled `label`."""
+    """Pick `option` in the Streamlit select box labelled `label` (typed first: long lists are virtualised,
+    so an option far down is not in the page until the list is filtered to it)."""
     page.get_by_label(label).first.click()
+    page.keyboard.type(option)
     page.get_by_role("option", name=option, exact=True).click()
 
 

@@ -188,7 +188,7 @@ def test_downstream_page_on_the_default_zoo():
     at.switch_page("views/downstream.py").run()
     assert not at.exception, at.exception
     verdicts = [m.value for m in at.markdown if "**" in m.value]
-    assert len(verdicts) == 4 and all(v[0] in "✅❌❔" for v in verdicts)
+    assert len(verdicts) == 4 and all(any(w in v for w in ("agrees]", "disagrees]", "cannot tell]")) for v in verdicts)
     assert any("hotter models prune better" in v for v in verdicts)
     ens, heat, box, prune, path = figures(at)
     assert [t["name"] for t in ens["data"]] == ["members of one phase",

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from analysis.registry import MetricError, ModelInput, get_metric, list_metrics
+from analysis.registry import SCOPES, MetricError, ModelInput, get_metric, list_metrics
 from analysis.run import Task, cell_pairs, compute, resolve_metrics, run
 from data.schema import METRICS
 from data.store import Zoo, read_metrics
 from tests.conftest import ROOT
 
 FAST = {"hessian": dict(hutchinson_probes=10, slq_probes=2, slq_steps=20, max_iter=40),
-        "mc_bezier": dict(epochs=2)}
+        "mc_bezier": dict(epochs=2), "transfer": dict(probe_epochs=3, finetune_epochs=2)}
 
 
 def fast(m):
@@ -28,7 +28,10 @@ def zoo(tiny_zoo) -> Zoo:
 
 
 def inputs(zoo, *ids, epoch=3):
-    return [ModelInput(i, zoo.build_model(i, epoch), zoo.task) for i in ids]
+    """As the runner builds them: each model with its stored history (for averaging over epochs)."""
+    stored = tuple(sorted(zoo.checkpoints()["epoch"].unique()))
+    return [ModelInput(i, zoo.build_model(i, epoch), zoo.task, epoch, lambda e, i=i: zoo.build_model(i, e), stored)
+            for i in ids]
 
 
 @pytest.mark.parametrize("name", [m.name for m in list_metrics()])
@@ -51,7 +54,7 @@ def test_every_metric_contract(zoo, name):
 
 def test_registry_declarations():
     for m in list_metrics():
-        assert m.scope in ("model", "pair") and m.outputs and m.doc
+        assert m.scope in SCOPES and m.outputs and m.doc
         assert all(o.sign for o in m.outputs)
     assert {o.role for m in list_metrics() for o in m.outputs} >= {"fit", "sharpness", "connectivity", "similarity"}
     h = get_metric("hessian")

@@ -16,7 +16,8 @@ from dashboard.widgets import chart, pick_epoch
 
 # Outputs of downstream studies (science.md §4): prefixes of our own metrics, and the published zoos' keys.
 DOWNSTREAM = ("ensemble_", "average_", "transfer_", "prune_", "wiseft_acc_test_delta", "gitrebasin_acc_test_delta")
-VERDICT = {"agrees": "✅", "disagrees": "❌", "cannot tell": "❔"}
+VERDICT = {"agrees": ":green[:material/check_circle: agrees]", "disagrees": ":red[:material/cancel: disagrees]",
+           "cannot tell": ":gray[:material/help: cannot tell]"}
 
 zoo = current_zoo()
 spec = zoo.spec
@@ -47,8 +48,7 @@ if any(n.startswith(("average_", "transfer_", "prune_")) for n in present):
     st.subheader("The published findings, re-tested on this zoo")
     mtime = (zoo.root / "metrics.parquet").stat().st_mtime
     for f in findings(str(zoo.root), epoch, mtime):
-        st.markdown(f"{VERDICT[f.verdict]} **{f.claim}** — {f.verdict}  \n<small>{f.evidence}</small>",
-                    unsafe_allow_html=True)
+        st.markdown(f"**{f.claim}** — {VERDICT[f.verdict]}  \n:small[{f.evidence}]")
 
 ens = read_phase_ensembles(zoo.root).filter(pl.col("epoch") == epoch)
 if not ens.is_empty():
