@@ -48,78 +48,76 @@ def _fmt(d: dict, signed: bool = True) -> str:
     return ", ".join(f"{k} {v:+.3f}" if signed else f"{k} {v:.3f}" for k, v in d.items())
 
 
+def _epochs(v: pl.DataFrame, ctx: dict) -> tuple[str, str, dict]:
+    ph = _per_phase(v, ctx["labels"], ctx["axes"])
+    hot = max((ph[p] for p in ("I", "II") if p in ph), default=None)
+    cold = max((ph[p] for p in ph if p not in ("I", "II")), default=None)
+    verdict = "cannot tell" if hot is None or cold is None else "agrees" if hot > cold else "disagrees"
+    return verdict, f"mean Δ test accuracy of the average of the last checkpoints, by phase: {_fmt(ph)}", ph
+
+
+def _seeds(v: pl.DataFrame, ctx: dict) -> tuple[str, str, dict]:
+    ph = _per_phase(v, ctx["labels"], ctx["axes"])
+    plain = _per_phase(ctx["cellwise"]("average_seeds_acc_delta", "test"), ctx["labels"], ctx["axes"])
+    verdict = "cannot tell" if "IV-B" not in ph else "agrees" if max(ph, key=ph.get) == "IV-B" else "disagrees"
+    return verdict, (f"mean Δ test accuracy of the aligned average vs the seeds, by phase: {_fmt(ph)} "
+                     f"(plain average: {_fmt(plain)})"), ph
+
+
+def _transfer(t: pl.DataFrame, ctx: dict) -> tuple[str, str, dict]:
+    axes = ctx["axes"]
+    src = ctx["cellwise"]("test_acc", "test").rename({"value": "source"})
+    both = src.join(t.rename({"value": "target"}), on=axes)
+    best_src = both.sort("source", descending=True).row(0, named=True)
+    best_tgt = both.sort("target", descending=True).row(0, named=True)
+    cell = lambda r: " · ".join(f"{k}={r[k]}" for k in axes)  # noqa: E731
+    verdict = "agrees" if cell(best_src) != cell(best_tgt) else "disagrees"
+    return verdict, (f"best source cell {cell(best_src)} (test acc {best_src['source']:.3f}, transfer "
+                     f"{best_src['target']:.3f}); best transfer cell {cell(best_tgt)} (test acc "
+                     f"{best_tgt['source']:.3f}, transfer {best_tgt['target']:.3f}); Spearman ρ(source, transfer "
+                     f"accuracy) over {both.height} cells {_spearman(both['source'], both['target']):+.2f}"), \
+        _per_phase(t, ctx["labels"], axes)
+
+
+def _pruning(r: pl.DataFrame, ctx: dict) -> tuple[str, str, dict]:
+    spec = ctx["spec"]
+    sign = 1.0 if spec.temperature.increases else -1.0  # temperature rank from the knob's direction
+    j = r.join(ctx["labels"], on=ctx["axes"]).with_columns(temp=sign * pl.col(spec.temperature.knob).cast(pl.Float64))
+    rho_all = _spearman(j["temp"], j["value"])
+    fitted = j.filter(pl.col("phase").is_in(["III", "IV-A", "IV-B"]))
+    rho_fit = _spearman(fitted["temp"], fitted["value"]) if fitted.height > 2 else float("nan")
+    ph = _per_phase(r, ctx["labels"], ctx["axes"])
+    verdict = "agrees" if rho_all > 0.1 else "disagrees" if rho_all < -0.1 else "cannot tell"
+    return verdict, (f"Spearman ρ(temperature, accuracy retained at 90 % sparsity) {rho_all:+.2f} over all "
+                     f"{j.height} cells, {rho_fit:+.2f} over the {fitted.height} fitted ones (III/IV); by phase: "
+                     f"{_fmt(ph, signed=False)}"), ph
+
+
+# (claim, the per-cell metric it rests on and its split, the check)
+CHECKS = [
+    ("averaging over epochs helps most in phases I/II", "average_epochs_acc_delta", "test", _epochs),
+    ("averaging over seeds (after weight matching) hurts least in IV-B", "average_aligned_acc_delta", "test",
+     _seeds),
+    ("the best source model is not the best transfer model", "transfer_finetune_test_acc", "test", _transfer),
+    ("hotter models prune better", "prune_retained_90", None, _pruning),
+]
+
+
 def retest(root, epoch: int | None = None) -> list[Finding]:
     from data.store import read_metrics
 
     zoo, epoch, cells = zoo_cells(root, epoch)
-    spec = zoo.spec
-    axes = [spec.load.knob, spec.temperature.knob]
+    axes = [zoo.spec.load.knob, zoo.spec.temperature.knob]
     metrics = read_metrics(zoo.root)
-    labels = classify(cells, default_thresholds(cells)).select(*axes, "phase")
-
-    def cellwise(metric: str, split: str | None = "test") -> pl.DataFrame:
-        return metric_cells(metrics, zoo.catalog, spec, epoch, metric, split)
-
+    ctx = {"spec": zoo.spec, "axes": axes, "labels": classify(cells, default_thresholds(cells)).select(*axes, "phase"),
+           "cellwise": lambda metric, split: metric_cells(metrics, zoo.catalog, zoo.spec, epoch, metric, split)}
     out = []
-    # 1. epoch averaging
-    v = cellwise("average_epochs_acc_delta")
-    claim = "averaging over epochs helps most in phases I/II"
-    if v.is_empty():
-        out.append(Finding(claim, "cannot tell", "no average_epochs results (make downstream)", {}))
-    else:
-        ph = _per_phase(v, labels, axes)
-        hot = max((ph[p] for p in ("I", "II") if p in ph), default=None)
-        cold = max((ph[p] for p in ph if p not in ("I", "II")), default=None)
-        verdict = "cannot tell" if hot is None or cold is None else "agrees" if hot > cold else "disagrees"
-        out.append(Finding(claim, verdict, f"mean Δ test accuracy of the average of the last checkpoints, by "
-                                           f"phase: {_fmt(ph)}", ph))
-    # 2. seed averaging
-    v = cellwise("average_aligned_acc_delta")
-    claim = "averaging over seeds (after weight matching) hurts least in IV-B"
-    if v.is_empty():
-        out.append(Finding(claim, "cannot tell", "no average_aligned results (make downstream)", {}))
-    else:
-        ph = _per_phase(v, labels, axes)
-        plain = _per_phase(cellwise("average_seeds_acc_delta"), labels, axes)
-        verdict = "cannot tell" if "IV-B" not in ph else "agrees" if max(ph, key=ph.get) == "IV-B" else "disagrees"
-        out.append(Finding(claim, verdict, f"mean Δ test accuracy of the aligned average vs the seeds, by phase: "
-                                           f"{_fmt(ph)} (plain average: {_fmt(plain)})", ph))
-    # 3. transfer
-    t = cellwise("transfer_finetune_test_acc")
-    claim = "the best source model is not the best transfer model"
-    if t.is_empty():
-        out.append(Finding(claim, "cannot tell", "no transfer results (make downstream)", {}))
-    else:
-        src = cellwise("test_acc").rename({"value": "source"})
-        both = src.join(t.rename({"value": "target"}), on=axes)
-        best_src = both.sort("source", descending=True).row(0, named=True)
-        best_tgt = both.sort("target", descending=True).row(0, named=True)
-        rho = _spearman(both["source"], both["target"])
-        cell = lambda r: " · ".join(f"{k}={r[k]}" for k in axes)  # noqa: E731
-        verdict = "agrees" if cell(best_src) != cell(best_tgt) else "disagrees"
-        out.append(Finding(claim, verdict,
-                           f"best source cell {cell(best_src)} (test acc {best_src['source']:.3f}, transfer "
-                           f"{best_src['target']:.3f}); best transfer cell {cell(best_tgt)} (test acc "
-                           f"{best_tgt['source']:.3f}, transfer {best_tgt['target']:.3f}); Spearman ρ(source, "
-                           f"transfer accuracy) over "
-                           f"{both.height} cells {rho:+.2f}", _per_phase(t, labels, axes)))
-    # 4. pruning
-    r = cellwise("prune_retained_90", None)
-    claim = "hotter models prune better"
-    if r.is_empty():
-        out.append(Finding(claim, "cannot tell", "no prune results (make downstream)", {}))
-    else:
-        sign = 1.0 if spec.temperature.increases else -1.0  # temperature rank from the knob's direction
-        j = r.join(labels, on=axes).with_columns(temp=sign * pl.col(spec.temperature.knob).cast(pl.Float64))
-        rho_all = _spearman(j["temp"], j["value"])
-        fitted = j.filter(pl.col("phase").is_in(["III", "IV-A", "IV-B"]))
-        rho_fit = _spearman(fitted["temp"], fitted["value"]) if fitted.height > 2 else float("nan")
-        verdict = "agrees" if rho_all > 0.1 else "disagrees" if rho_all < -0.1 else "cannot tell"
-        out.append(Finding(claim, verdict, f"Spearman ρ(temperature, accuracy retained at 90 % sparsity) "
-                                           f"{rho_all:+.2f} over all {j.height} cells, {rho_fit:+.2f} over the "
-                                           f"{fitted.height} fitted ones (III/IV); by phase: "
-                                           f"{_fmt(_per_phase(r, labels, axes), signed=False)}",
-                           _per_phase(r, labels, axes)))
+    for claim, metric, split, check in CHECKS:
+        values = ctx["cellwise"](metric, split)
+        if values.is_empty():
+            out.append(Finding(claim, "cannot tell", f"no {metric} results (make downstream)", {}))
+        else:
+            out.append(Finding(claim, *check(values, ctx)))
     return out
 
 

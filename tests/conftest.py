@@ -58,3 +58,14 @@ def tiny_zoo(tmp_path_factory, tiny_spec) -> Path:
     out = tmp_path_factory.mktemp("zoo") / "tiny"
     generate(tiny_spec, out, workers=2, progress=False)
     return out
+
+
+def code_running_pickle(path: Path, marker: Path) -> Path:
+    """A PyTorch file whose unpickling would run `touch marker`: what an attacker would upload."""
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"w": torch.zeros(2), "x": Evil()}, path)
+    return path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
-from tests.conftest import ROOT
+from tests.conftest import ROOT, code_running_pickle
 
 SHOTS = ROOT / "runs" / "browser"
 PROBE = re.compile(r"/[^/]+/_stcore/(health|host-config)$")
@@ -132,16 +132,8 @@ def test_clicking_a_phase_map_cell_opens_it(server, page):
 def test_upload_a_checkpoint_and_a_malicious_pickle(server, page, browser, tmp_path):
     """A real upload round trip: a zoo checkpoint gets its verdict and maps; a pickle that would run code is
     refused with its reason and no traceback, runs nothing, and the server goes on serving other sessions."""
-    import torch
-
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return os.system, (f"touch {marker}",)
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"w": torch.zeros(2), "x": Evil()}, evil)
+    evil = code_running_pickle(tmp_path / "evil.pt", marker)
     page.goto(f"{server}/upload")
     page.get_by_text("Drop one or more checkpoints").wait_for(timeout=60_000)
     ckpt = ROOT / "data/zoos/mnist1d-mlp/checkpoints/width016-batch_size0064-s0/epoch_0300.safetensors"

@@ -10,7 +10,7 @@ from dashboard.server import streamlit_server
 from analysis.cells import cell_stats
 from data.spec import parse_spec
 from data.store import Zoo
-from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC
+from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC, code_running_pickle
 
 APP = str(ROOT / "dashboard" / "app.py")
 
@@ -249,9 +249,6 @@ def test_weight_space_page(tiny_zoo, monkeypatch):
 def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, monkeypatch):
     """A zoo model is recognised, classified and starred on the map; a pickle that would run code, an empty
     file and a non-checkpoint are refused with their reason next to it, without a traceback."""
-    import os
-
-    import torch
     from safetensors.torch import save
 
     from data.archs import build_model
@@ -259,13 +256,7 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     monkeypatch.setenv("PHASEZOO_UPLOAD_WORKERS", "0")  # in-process: the test needs no worker pool
     monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path / "cache"))
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return os.system, (f"touch {marker}",)
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"w": torch.zeros(2), "x": Evil()}, evil)
+    evil = code_running_pickle(tmp_path / "evil.pt", marker)
     good = (DEFAULT_ZOO / "checkpoints/width008-batch_size0128-s1/epoch_0300.safetensors").read_bytes()
     other = save(build_model("cnn1d", (40,), 10, {"width": 8}, seed=0).state_dict())  # no zoo of this family
     at = AppTest.from_file(APP, default_timeout=180)
