@@ -1,9 +1,9 @@
 """The metric registry: every metric the runner, the CLI and the dashboard know, declared once.
 
 A registered `Metric` is a unit of computation (a function of one model, of a pair of seeds, or of all the
-seeds of a grid cell) that
-emits rows for one or more `Output`s. Each output declares its sign convention, log scale and role in the
-phase taxonomy, for views to choose scales and labels from the declaration rather than from the name. A new metric is a decorated function:
+seeds of a grid cell) that emits rows for one or more `Output`s. Each output declares its sign convention,
+log scale and role in the phase taxonomy, for views to choose scales and labels from the declaration
+rather than from the name. A new metric is a decorated function:
 
     @register("my_metric", scope="model", needs_data=True, outputs=[Output("my_value", "higher = ...")])
     def my_metric(m: ModelInput, *, seed: int = 0) -> list[Value]: ...

@@ -6,9 +6,9 @@
 
 A task is one model (all requested model-scope metrics, the checkpoint loaded once), one pair of seeds
 of a grid cell (all pair-scope metrics) or all seeds of a cell (cell-scope metrics) at one epoch. Tasks
-run in `--workers` processes (one torch thread each), longest first. The main process appends their rows to the zoo's metrics.parquet atomically every
-`--flush-every` seconds. Resumable: a (model, pair, epoch, metric parameters) already stored without error
-is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
+run in `--workers` processes (one torch thread each), longest first. The main process appends their rows
+to the zoo's metrics.parquet atomically every `--flush-every` seconds. Resumable: a (model, pair or cell,
+epoch, metric parameters) already stored without error is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
 """
 from __future__ import annotations
 
