@@ -114,8 +114,9 @@ def weight_matching(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[
     from scipy.optimize import linear_sum_assignment
 
     layers = _linear_names(model)
-    w = lambda s, i: s[f"{layers[i]}.weight"].double()  # noqa: E731  [out, in]
-    bias = lambda s, i: s[f"{layers[i]}.bias"].double()  # noqa: E731
+    # the assignment problems are solved on the CPU (scipy), whatever device the weights live on
+    w = lambda s, i: s[f"{layers[i]}.weight"].detach().double().cpu()  # noqa: E731  [out, in]
+    bias = lambda s, i: s[f"{layers[i]}.bias"].detach().double().cpu()  # noqa: E731
     hidden = len(layers) - 1  # the outputs of every layer but the last may be permuted
     perms = [torch.arange(w(a, i).shape[0]) for i in range(hidden)]
     rng = np.random.default_rng(seed)
@@ -136,6 +137,8 @@ def weight_matching(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[
             if not torch.equal(col, perms[i]):
                 perms[i], changed = col, True
     out = {k: v.clone() for k, v in b.items()}
+    dev = b[f"{layers[0]}.weight"].device
+    perms = [p.to(dev) for p in perms]
     for i in range(len(layers)):
         wk, bk = f"{layers[i]}.weight", f"{layers[i]}.bias"
         wi = b[wk]
