@@ -187,12 +187,14 @@ def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int
 
 
 def reset_head(model: nn.Module, seed: int = 0) -> str:
-    """Re-initialise the classifier head (seeded), as a linear probe or a fine-tune from features starts."""
+    """Re-initialise the classifier head (seeded), as a linear probe or a fine-tune from features starts.
+    The new weights are drawn on the CPU, so the same seed gives the same head on every device."""
     name = head_name(model)
     head = dict(model.named_modules())[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head.reset_parameters()
+        fresh = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+    head.load_state_dict(fresh.state_dict())
     return name
 
 
