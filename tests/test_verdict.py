@@ -650,3 +650,22 @@ def test_cli_knob_parsing(monkeypatch, capsys):
 def test_cli_not_a_zoo(tmp_path, capsys):
     assert V.main(["x.pt", "--zoo", str(tmp_path), "--workers", "0", "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_caller_that_leaves_half_way_breaks_nothing(zoo, tmp_path, monkeypatch):
+    """A closed browser tab stops the page's script at its next progress update: the analysis stops with
+    it, writes no cache entry, and the next upload of the same file is analysed in full."""
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path))
+
+    class Left(Exception):
+        pass
+
+    def leave(what, frac):
+        if "Hessian and" in what:  # the slow part has been handed to the workers
+            raise Left
+
+    with pytest.raises(Left):
+        V.analyse([ckpt(W8)], [zoo], executor=None, progress=leave)
+    assert not list(tmp_path.rglob("*.json"))
+    [r] = V.analyse([ckpt(W8)], [zoo], executor=None)
+    assert isinstance(r, V.Report) and r.rule["phase"] and len(list(tmp_path.rglob("*.json"))) == 1
