@@ -106,11 +106,12 @@ def classify(cells: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
 
 
 def phase_counts(labelled: pl.DataFrame) -> pl.DataFrame:
-    """Cells per phase, and their median test accuracy where the table has one."""
+    """Cells per phase, their fraction of the grid, and their median test accuracy where the table has one."""
     agg = [pl.len().cast(pl.Int64).alias("cells")]
     if "test_acc" in labelled.columns:
         agg.append(pl.col("test_acc").median().alias("median_test_acc"))
-    return labelled.group_by("phase").agg(agg).sort("phase")
+    return (labelled.group_by("phase").agg(agg)
+            .with_columns((pl.col("cells") / labelled.height).alias("fraction")).sort("phase"))
 
 
 def phase_summary(labelled: pl.DataFrame) -> str:

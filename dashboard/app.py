@@ -20,6 +20,7 @@ pages = [
     st.Page(VIEWS / "spectra.py", title="Hessian spectra", icon=":material/ssid_chart:", url_path="spectra"),
     st.Page(VIEWS / "weights.py", title="Weight space", icon=":material/scatter_plot:", url_path="weights"),
     st.Page(VIEWS / "upload.py", title="Classify a checkpoint", icon=":material/upload_file:", url_path="upload"),
+    st.Page(VIEWS / "compare.py", title="Compare zoos", icon=":material/compare:", url_path="compare"),
     st.Page(VIEWS / "downstream.py", title="Ensembles & averaging", icon=":material/hub:", url_path="downstream"),
 ]
 page = st.navigation(pages)

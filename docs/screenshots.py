@@ -21,7 +21,7 @@ from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: 
 PAGES = [("", "docs/overview.png", 2, 1100),  # the overview is the default page, served at /
          ("phases", "docs/phases.png", 2, 1100), ("cell", "docs/cell.png", 4, 1100),
          ("spectra", "docs/spectra.png", 3, 1100), ("weights", "docs/weights.png", 1, 1100),
-         ("downstream", "docs/downstream.png", 5, 2400)]
+         ("downstream", "docs/downstream.png", 5, 2400), ("compare", "docs/compare.png", 3, 1300)]
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ def shot(page, name: str) -> None:
 @pytest.mark.parametrize("path, n_charts, title", [
     ("", 2, "Zoo: mnist1d-mlp"), ("phases", 2, "Phase diagram"), ("cell", 4, "Cell detail"),
     ("spectra", 3, "Hessian spectra"), ("weights", 1, "Weight space"), ("upload", 0, "Classify a checkpoint"),
+    ("compare", 3, "Compare zoos"),
     ("downstream", 5, "Ensembles & averaging"),
 ])
 def test_every_page_renders(server, page, path, n_charts, title):

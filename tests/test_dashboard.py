@@ -281,3 +281,36 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     assert any(t["x"] == ["8"] and t["y"] == ["128"] for t in star)  # on the phase map, in its cell
     assert any("matches no zoo" in w.value for w in at.warning)  # the cnn1d: data-free report only
     assert any("alpha" in df.value.columns for df in at.dataframe)
+
+
+def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
+    """The default zoo beside an imported published zoo: a phase map each, the phase fractions of both
+    grids, a shared metric's per-phase distribution in each; a zoo without labels and a bad path are named."""
+    from tests.test_import_ptmz import LANDSCAPE, write_trial
+    from data.import_ptmz import import_zoo
+
+    src = tmp_path / "published"
+    for width in (2, 4):
+        for batch in (32, 128):
+            for seed in (0, 1):
+                write_trial(src, width, batch, seed, landscape=LANDSCAPE)
+    import_zoo(src, tmp_path / "zoo")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, at.exception
+    at.text_input(key="compare_extra").set_value(f"{tmp_path / 'zoo'}, {tiny_zoo}, {tmp_path / 'nowhere'}").run()
+    assert not at.exception, at.exception
+    assert any("nowhere" in e.value and "spec.toml is missing" in e.value for e in at.error)
+    assert any(i.value.startswith("tiny: no phase labels") for i in at.info)
+    figs = figures(at)
+    assert len(figs) == 4  # a phase map per labelled zoo, the phase fractions, the per-phase distributions
+    names = [f["layout"]["title"]["text"].split(",")[0] for f in figs[:2]]
+    assert names[0] == "mnist1d-mlp"
+    fractions, by_phase = figs[2:]
+    total = {}
+    for t in fractions["data"]:
+        for zoo, x in zip(t["y"], array(t["x"])):
+            total[zoo] = total.get(zoo, 0) + x
+    assert total.keys() == set(names) and all(abs(v - 1) < 1e-9 for v in total.values())  # each grid sums to 1
+    assert {t["name"] for t in by_phase["data"]} == set(names) and "test_acc" in by_phase["layout"]["title"]["text"]
