@@ -99,11 +99,11 @@ def phase_curves(metric: str, x_title: str, title: str):
     return fig, mean
 
 
-left, right = st.columns(2)
-for col, (metric, x_title, title) in zip((left, right), (
-        ("prune_ft_retained" if st.toggle("after the short fine-tune", key="downstream_prune_ft") else "prune_retained",
-         "sparsity", "Accuracy retained after global magnitude pruning, mean per phase"),
-        ("average_aligned_path_loss", "t", "Training loss between aligned seeds (Git Re-Basin), mean per phase"))):
+after_ft = st.toggle("after the short fine-tune", key="downstream_prune_ft")
+curves = [("prune_ft_retained" if after_ft else "prune_retained", "sparsity",
+           "Accuracy retained after global magnitude pruning, mean per phase"),
+          ("average_aligned_path_loss", "t", "Training loss between aligned seeds (Git Re-Basin), mean per phase")]
+for col, (metric, x_title, title) in zip(st.columns(2), curves):
     fig, mean = phase_curves(metric, x_title, title)
     if fig is not None:
         chart(fig, mean, f"downstream_curve_{metric}", col)
