@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test chromium zoo metrics phases embeddings downstream bench screenshots clean-venv
+.PHONY: run test chromium zoo zoos metrics phases embeddings downstream bench screenshots clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -29,27 +29,40 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "could not install chromium: the browser tests will be skipped"; }
 
-# Regenerate the committed default zoo (resumable: rerun after an interruption).
+# The committed zoos, each generated from data/specs/<name>.toml by the same generator into data/zoos/<name>.
+# Every target below takes ZOO=<name> (default: the default zoo); `make zoos` regenerates all of them.
+ZOO  ?= mnist1d-mlp
+ZOOS := mnist1d-mlp mnist1d-cnn convection-pinn modadd-transformer
+LANDSCAPE ?= performance,weights,hessian,hessian_trace_exact,cka_*,mc_*,grokking
+
+# Train a zoo (resumable: rerun after an interruption).
 zoo: $(STAMP)
-	$(PYTHON) -m data.generate data/specs/mnist1d-mlp.toml --out data/zoos/mnist1d-mlp
+	$(PYTHON) -m data.generate data/specs/$(ZOO).toml --out data/zoos/$(ZOO)
 
-# The landscape metrics over the default zoo's analysis epochs (resumable; `make downstream` adds the rest).
+# The landscape metrics over a zoo's analysis epochs (resumable; `make downstream` adds the rest).
+# Metrics that do not apply to a zoo's task kind or architecture are skipped.
 metrics: $(STAMP)
-	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp --metrics 'performance,weights,hessian*,cka_*,mc_*'
+	$(PYTHON) -m analysis.run data/zoos/$(ZOO) --metrics '$(LANDSCAPE)'
 
-# Phase labels of the default zoo at its analysis epochs (writes data/zoos/mnist1d-mlp/phases.parquet).
+# Phase labels at the analysis epochs (writes data/zoos/$(ZOO)/phases.parquet).
 phases: $(STAMP)
-	$(PYTHON) -m analysis.phases --zoo data/zoos/mnist1d-mlp
+	$(PYTHON) -m analysis.phases --zoo data/zoos/$(ZOO)
 
-# PCA and UMAP of the default zoo's weights at every stored epoch (writes embeddings.parquet).
+# PCA and UMAP of the weights at every stored epoch (writes embeddings.parquet).
 embeddings: $(STAMP)
-	$(PYTHON) -m analysis.embed data/zoos/mnist1d-mlp
+	$(PYTHON) -m analysis.embed data/zoos/$(ZOO)
 
-# The downstream studies at the last analysis epoch (resumable), phase ensembles, and the findings re-tested.
+# The downstream studies at the last analysis epoch (resumable), phase ensembles, and the findings re-tested
+# (classification and sequence zoos; a regression zoo has no class probabilities to ensemble).
 downstream: $(STAMP)
-	$(PYTHON) -m analysis.run data/zoos/mnist1d-mlp --metrics 'ensemble,average_*,transfer,prune' --epochs 300
-	$(PYTHON) -m analysis.phase_ensembles data/zoos/mnist1d-mlp
-	$(PYTHON) -m analysis.findings data/zoos/mnist1d-mlp
+	$(PYTHON) -m analysis.run data/zoos/$(ZOO) --metrics 'ensemble,average_*,transfer,prune' --epochs last
+	$(PYTHON) -m analysis.phase_ensembles data/zoos/$(ZOO)
+	$(PYTHON) -m analysis.findings data/zoos/$(ZOO)
+
+# Every committed zoo from scratch-or-resume: train, landscape metrics, phases, embeddings, downstream.
+zoos: $(STAMP)
+	for z in $(ZOOS); do $(MAKE) zoo metrics phases embeddings ZOO=$$z || exit 1; \
+	  case $$z in convection-*) ;; *) $(MAKE) downstream ZOO=$$z || exit 1;; esac; done
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_generate.py

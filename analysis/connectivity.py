@@ -10,7 +10,8 @@ the midpoint) so the curve runs through low loss. With L the 0-1 training error 
 mc < 0: a barrier (poorly connected); mc > 0: the curve finds better points than the ends (ends not
 converged); mc ≈ 0: well connected. If t* is an end point, mc = ±(L(θ) − L(θ′))/2 only measures how
 different the ends are: `endpoint_dominated` flags it. BatchNorm statistics are re-estimated at every
-point of the curve before it is evaluated.
+point of the curve before it is evaluated. For a regression objective (the PINN) there is no 0-1 error,
+and L is log10 of the training loss (`Scores.error` of the task's objective): mc in decades.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from data.objectives import CLASSIFICATION, Objective
 
 Params = dict[str, torch.Tensor]
 
@@ -29,8 +31,8 @@ Params = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class PathProfile:
     t: tuple[float, ...]
-    loss: tuple[float, ...]  # mean cross-entropy (nats) at γ(t)
-    error: tuple[float, ...]  # 0-1 error in percent at γ(t)
+    loss: tuple[float, ...]  # the objective's loss at γ(t) (mean cross-entropy in nats)
+    error: tuple[float, ...]  # 0-1 error in percent at γ(t) (regression: log10 of the loss)
     mc: float  # on `error`, the sign convention above
     t_star: float
     endpoint_dominated: bool
@@ -44,10 +46,10 @@ def mc_from_profile(t: tuple[float, ...], error: tuple[float, ...]) -> tuple[flo
     return gaps[i], t[i], i in (0, len(t) - 1)
 
 
-@torch.no_grad()
-def _evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(loss, error %) of the model at `params`; re-estimates BatchNorm statistics on x first."""
-    with _kept_buffers(model):
+def _evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+              objective: Objective) -> tuple[float, float]:
+    """(loss, error) of the model at `params`; re-estimates BatchNorm statistics on x first."""
+    with torch.no_grad(), _kept_buffers(model):
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if bns:
             momenta = [m.momentum for m in bns]
@@ -60,10 +62,8 @@ def _evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
             for m, mom in zip(bns, momenta):
                 m.momentum = mom
         model.eval()
-        logits = functional_call(model, params, (x,), strict=False)
-        loss = F.cross_entropy(logits, y).item()
-        err = 100.0 * (logits.argmax(-1) != y).float().mean().item()
-    return loss, err
+        sc = objective.evaluate(lambda xx: functional_call(model, params, (xx,), strict=False), x, y, chunk=len(y))
+    return sc.loss.item(), sc.error.item()
 
 
 @contextmanager
@@ -78,9 +78,10 @@ def _kept_buffers(model: nn.Module):
                 v.copy_(saved[k])
 
 
-def _profile(model: nn.Module, point, ts: tuple[float, ...], x: torch.Tensor, y: torch.Tensor) -> PathProfile:
+def _profile(model: nn.Module, point, ts: tuple[float, ...], x: torch.Tensor, y: torch.Tensor,
+             objective: Objective) -> PathProfile:
     was_training = model.training
-    evals = [_evaluate(model, point(t), x, y) for t in ts]
+    evals = [_evaluate(model, point(t), x, y, objective) for t in ts]
     model.train(was_training)
     loss, err = tuple(e[0] for e in evals), tuple(e[1] for e in evals)
     mc, t_star, ends = mc_from_profile(ts, err)
@@ -93,11 +94,11 @@ def _check_pair(a: Params, b: Params) -> None:
 
 
 def linear_path(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor,
-                points: int = 11) -> PathProfile:
+                points: int = 11, objective: Objective = CLASSIFICATION) -> PathProfile:
     """Straight line between a and b, evaluated at `points` evenly spaced t."""
     _check_pair(a, b)
     ts = tuple(i / (points - 1) for i in range(points))
-    return _profile(model, lambda t: {k: (1 - t) * a[k] + t * b[k] for k in a}, ts, x, y)
+    return _profile(model, lambda t: {k: (1 - t) * a[k] + t * b[k] for k in a}, ts, x, y, objective)
 
 
 def bezier_point(a: Params, phi: Params, b: Params, t: float) -> Params:
@@ -115,15 +116,21 @@ def garipov_lr(base: float, frac: float) -> float:
 
 def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10,
                  lr: float = 0.05, batch_size: int = 128, weight_decay: float = 5e-4, momentum: float = 0.9,
-                 seed: int = 0, ts: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> PathProfile:
+                 seed: int = 0, ts: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                 objective: Objective = CLASSIFICATION, optimizer: str = "sgd") -> PathProfile:
     """Train the middle point φ of a quadratic Bézier curve (ends fixed) and profile the curve on (x, y).
 
-    Each step draws t ~ U(0, 1) and minimises CE(γ(t)) + ½·wd·‖γ(t)‖² over φ (SGD with momentum,
-    Garipov schedule). Float parameters only are interpolated; buffers come from the model.
+    Each step draws t ~ U(0, 1) and minimises L(γ(t)) + ½·wd·‖γ(t)‖² over φ, L the objective's loss (SGD
+    with momentum, Garipov schedule). Float parameters only are interpolated; buffers come from the model.
+    `optimizer="adam"` trains φ with Adam instead (same schedule), for models trained with Adam (PINNs):
+    plain SGD on their ill-conditioned loss leaves the curve's middle decades above its ends.
     """
     _check_pair(a, b)
     phi = {k: (0.5 * (a[k] + b[k])).detach().clone().requires_grad_(True) for k in a}
-    opt = torch.optim.SGD(phi.values(), lr=lr, momentum=momentum)
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    opt = (torch.optim.SGD(phi.values(), lr=lr, momentum=momentum) if optimizer == "sgd"
+           else torch.optim.Adam(phi.values(), lr=lr))
     gen = torch.Generator().manual_seed(seed)
     n = len(y)
     steps, step = epochs * math.ceil(n / batch_size), 0
@@ -136,7 +143,7 @@ def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: tor
                 idx = perm[i:i + batch_size]
                 t = torch.rand((), generator=gen).item()
                 point = bezier_point(a, phi, b, t)
-                loss = F.cross_entropy(functional_call(model, point, (x[idx],), strict=False), y[idx])
+                loss = objective.loss(lambda xx: functional_call(model, point, (xx,), strict=False), x[idx], y[idx])
                 loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in point.values())
                 for g in opt.param_groups:
                     g["lr"] = garipov_lr(lr, step / steps)
@@ -146,4 +153,4 @@ def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: tor
                 step += 1
     model.train(was_training)
     phi = {k: v.detach() for k, v in phi.items()}
-    return _profile(model, lambda t: bezier_point(a, phi, b, t), ts, x, y)
+    return _profile(model, lambda t: bezier_point(a, phi, b, t), ts, x, y, objective)

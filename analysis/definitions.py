@@ -6,6 +6,7 @@ Every metric here is a thin adapter: choose inputs (a fixed, seeded probe set), 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
 
 from analysis.cka import linear_cka
@@ -15,8 +16,9 @@ from analysis.registry import ModelInput, Output, Value, register
 from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
 from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
 from analysis.weights import PERCENTILES, weight_report
+from data.objectives import PINN_TERMS
 from data.tasks import TaskData
-from data.train import evaluate
+from data.train import scores
 
 SPLITS = ("train", "test")
 
@@ -37,21 +39,59 @@ def _check_finite(m: ModelInput) -> None:
 
 # ----------------------------------------------------------------------------- performance
 @register("performance", scope="model", needs_data=True, outputs=[
-    Output("train_loss", "higher = worse fit of the training set", log_scale=True, role="fit", unit="nats"),
+    Output("train_loss", "higher = worse fit of the training set (the task's loss: cross-entropy in nats, "
+           "or the PINN loss)", log_scale=True, role="fit"),
     Output("train_acc", "higher = better fit of the training set", unit="fraction"),
-    Output("test_loss", "higher = worse generalisation", log_scale=True, unit="nats"),
+    Output("test_loss", "higher = worse generalisation (PINN: MSE against the exact solution)", log_scale=True),
     Output("test_acc", "higher = better generalisation", unit="fraction"),
     Output("generalization_gap", "train_acc − test_acc; higher = more over-fitted", unit="fraction"),
+    *[Output(f"train_loss_{t}", f"the PINN loss's {t} term; higher = worse", log_scale=True) for t in PINN_TERMS],
+    Output("rel_l2_error", "‖u − u*‖₂/‖u*‖₂ on the 256 × 100 grid; ≈ 1 = the PINN failed", log_scale=True,
+           unit="fraction"),
 ])
 def performance(m: ModelInput) -> list[Value]:
-    """Train/test loss and accuracy re-evaluated in eval mode on the full splits (training labels as
-    trained, noise included), and the generalisation gap."""
+    """Train/test loss re-evaluated in eval mode on the full splits (training labels as trained, noise
+    included) with the task's objective. Classification adds the accuracies and the generalisation gap; the
+    PINN adds its loss's three terms and the relative L2 error against the exact solution."""
     _check_finite(m)
-    tr_loss, tr_acc = evaluate(m.model, m.task.x_train, m.task.y_train)
-    te_loss, te_acc = evaluate(m.model, m.task.x_test, m.task.y_test)
-    return [Value("train_loss", tr_loss, split="train"), Value("train_acc", tr_acc, split="train"),
-            Value("test_loss", te_loss, split="test"), Value("test_acc", te_acc, split="test"),
-            Value("generalization_gap", tr_acc - te_acc)]
+    obj = m.task.objective
+    tr = scores(m.model, m.task.x_train, m.task.y_train, obj)
+    te = scores(m.model, m.task.x_test, m.task.y_test, obj)
+    out = [Value("train_loss", tr.loss.item(), split="train"), Value("test_loss", te.loss.item(), split="test")]
+    if tr.acc is not None:
+        out += [Value("train_acc", tr.acc.item(), split="train"), Value("test_acc", te.acc.item(), split="test"),
+                Value("generalization_gap", (tr.acc - te.acc).item())]
+    out += [Value(f"train_loss_{k}", v.item(), split="train") for k, v in (tr.terms or {}).items()]
+    if te.rel_l2 is not None:
+        out.append(Value("rel_l2_error", te.rel_l2.item(), split="test"))
+    return out
+
+
+# ----------------------------------------------------------------------------- grokking
+@register("grokking", scope="model", needs_data=False, kinds=["sequence"], outputs=[
+    Output("fit_epoch", "first logged epoch with training accuracy ≥ the fit threshold", unit="epochs"),
+    Output("generalization_epoch", "first logged epoch with test accuracy ≥ the test threshold", unit="epochs"),
+    Output("grokking_delay", "generalization_epoch − fit_epoch: how long generalisation lags memorisation; "
+           "higher = later grokking", unit="epochs"),
+    Output("fitted", "1 if the training set was fitted by this epoch"),
+    Output("generalized", "1 if the test set was generalised to by this epoch"),
+])
+def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: float = 0.95) -> list[Value]:
+    """The grokking delay (Power et al. 2022): epochs between fitting the training set and generalising,
+    read off the model's logged training curve up to this epoch (resolution: the zoo's `eval_every`).
+    A model that has not fitted or not generalised yet gets no epoch and no delay (`fitted`, `generalized` say
+    which), so a censored run never looks like a short delay."""
+    if m.history is None or m.history.is_empty():
+        raise ValueError(f"model {m.model_id}: no training history (grokking reads the zoo's catalog)")
+    h = m.history.filter(pl.col("epoch") <= m.epoch) if m.epoch is not None else m.history
+    first = lambda col, thr: h.filter(pl.col(col) >= thr)["epoch"].min()
+    fit, gen = first("train_acc", fit_threshold), first("test_acc", test_threshold)
+    out = [Value("fitted", float(fit is not None)), Value("generalized", float(gen is not None))]
+    out += [Value("fit_epoch", float(fit), split="train")] if fit is not None else []
+    out += [Value("generalization_epoch", float(gen), split="test")] if gen is not None else []
+    if fit is not None and gen is not None:
+        out.append(Value("grokking_delay", float(max(gen - fit, 0))))
+    return out
 
 
 # ----------------------------------------------------------------------------- Hessian
@@ -66,7 +106,8 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
             k: int = 3, tol: float = 1e-4, max_iter: int = 100, gradient_start: bool = True, sketch: int = 20,
             rtol: float = 0.02,
             hutchinson_probes: int = 100, slq_probes: int = 5, slq_steps: int = 60, seed: int = 0) -> list[Value]:
-    """Hessian of the mean cross-entropy on a fixed probe set (PTMZ: 10 × 64 examples) per split, eval mode:
+    """Hessian of the task's loss (mean cross-entropy; the PINN loss on the training points, the MSE against
+    the exact solution on the test grid) on a fixed probe set (PTMZ: 10 × 64 examples) per split, eval mode:
     top-k eigenvalues by Lanczos (stderr = the Ritz residual; the Krylov space starts from the loss
     gradient, which in trained networks lies mostly in the top eigenspace — Gur-Ari, Roberts & Dyer 2018),
     trace by Hutch++ and by Hutchinson (with their standard errors), and the spectral density by
@@ -75,7 +116,7 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
     out: list[Value] = []
     for split in splits:
         x, y = probe_set(m.task, split, n_batches, batch_size, seed)
-        with HessianOperator(m.model, x, y) as H:
+        with HessianOperator(m.model, x, y, loss_fn=m.task.objective.loss) as H:
             dev = H.device
             eig = lanczos_topk(H.matvec, H.n, min(k, H.n), tol=tol, max_iter=max_iter, seed=seed, device=dev,
                                start=H.gradient() if gradient_start else None)
@@ -92,7 +133,8 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
     return out
 
 
-@register("hessian_trace_exact", scope="model", needs_data=True, applies=is_relu_mlp, outputs=[
+@register("hessian_trace_exact", scope="model", needs_data=True, applies=is_relu_mlp, kinds=["classification"],
+          outputs=[
     Output("hessian_trace_exact", "higher = sharper minimum (exact, ReLU perceptrons only)", log_scale=True,
            role="sharpness"),
 ])
@@ -120,7 +162,7 @@ def hessian_layers(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_bat
     for split in splits:
         x, y = probe_set(m.task, split, n_batches, batch_size, seed)
         for layer, names in parameter_groups(m.model).items():
-            with HessianOperator(m.model, x, y, names=names) as H:
+            with HessianOperator(m.model, x, y, names=names, loss_fn=m.task.objective.loss) as H:
                 eig = lanczos_topk(H.matvec, H.n, 1, tol=tol, max_iter=max_iter, seed=seed, device=H.device)
                 tr = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=H.device)
             out += [Value("hessian_layer_top_eigenvalue", eig.values[0].item(), eig.residuals[0].item(), split, layer),
@@ -171,7 +213,8 @@ def _cka_values(name: str, xa: torch.Tensor, xb: torch.Tensor) -> list[Value]:
 ])
 def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_size: int = 125) -> list[Value]:
     """PTMZ's variant: linear CKA of raw logits on test batches, computed per batch and averaged
-    (stderr over batches); biased and debiased."""
+    (stderr over batches); biased and debiased. For the PINN: of its predictions u on the test grid (stored
+    in a seeded order, so each batch is a uniform sample of the grid)."""
     x = a.task.x_test
     rows: dict[str, list[float]] = {}
     with torch.no_grad():
@@ -188,7 +231,7 @@ def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_s
     return out
 
 
-@register("cka_softmax_mixup", scope="pair", needs_data=True, outputs=[
+@register("cka_softmax_mixup", scope="pair", needs_data=True, kinds=["classification"], outputs=[
     Output("cka_softmax_mixup", "higher = more similar representations", role="similarity"),
     Output("cka_softmax_mixup_debiased", "higher = more similar representations"),
 ])
@@ -214,11 +257,12 @@ def _path_values(prefix: str, p: PathProfile) -> list[Value]:
 
 
 def _path_outputs(prefix: str, what: str) -> list[Output]:
-    return [Output(prefix, f"mc along the {what} (training error, % points): < 0 barrier, > 0 ends not "
-                           "converged, ≈ 0 well connected", role="connectivity", unit="% points"),
+    return [Output(prefix, f"mc along the {what} (training error in % points; decades of training loss for "
+                           "regression): < 0 barrier, > 0 ends not converged, ≈ 0 well connected", role="connectivity"),
             Output(f"{prefix}_endpoint_dominated", "1 if t* is an end point (mc then measures end-point difference)"),
-            Output(f"{prefix}_error", f"training error (%) along the {what}", coord="t", unit="%"),
-            Output(f"{prefix}_loss", f"training loss along the {what}", coord="t", unit="nats")]
+            Output(f"{prefix}_error", f"training error (%; log10 of the loss for regression) along the {what}",
+                   coord="t"),
+            Output(f"{prefix}_loss", f"training loss along the {what}", coord="t")]
 
 
 def _params(m: ModelInput) -> dict[str, torch.Tensor]:
@@ -231,21 +275,24 @@ def mc_linear(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
     for m in (a, b):
         _check_finite(m)
     return _path_values("mc_linear", linear_path(a.model, _params(a), _params(b), a.task.x_train, a.task.y_train,
-                                                 points))
+                                                 points, objective=a.task.objective))
 
 
-@register("mc_bezier", scope="pair", needs_data=True, outputs=_path_outputs("mc_bezier", "trained Bézier curve"))
+@register("mc_bezier", scope="pair", needs_data=True, outputs=_path_outputs("mc_bezier", "trained Bézier curve"),
+          added=["optimizer"])
 def mc_bezier(a: ModelInput, b: ModelInput, *, epochs: int = 100, lr: float = 0.1, batch_size: int = 128,
-              weight_decay: float = 5e-4, seed: int = 0) -> list[Value]:
+              weight_decay: float = 5e-4, seed: int = 0, optimizer: str = "sgd") -> list[Value]:
     """Mode connectivity on a quadratic Bézier curve trained between the two models (PTMZ's recipe: lr 0.1,
     batch 128, wd 5e-4, momentum 0.9, Garipov schedule), evaluated at t ∈ {0, .25, .5, .75, 1}.
 
     PTMZ trains 10 epochs of CIFAR's 50,000 images (~3,900 steps); on a 2,000-example task that would be
     160 steps, too few to connect models that fit their training set (measured on the default zoo: wide
     cells kept mc ≈ −23 after 10 epochs at lr 0.05 and reached mc ≈ 0 after 100–150 epochs at lr 0.1), so the
-    default is 100 epochs (~1,600 steps here)."""
+    default is 100 epochs (~1,600 steps here). A zoo trained with Adam (the PINNs) sets `optimizer = "adam"`
+    and its own lr in its spec's [metrics.mc_bezier] table."""
     for m in (a, b):
         _check_finite(m)
     prof = bezier_curve(a.model, _params(a), _params(b), a.task.x_train, a.task.y_train, epochs=epochs, lr=lr,
-                        batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+                        batch_size=batch_size, weight_decay=weight_decay, seed=seed, objective=a.task.objective,
+                        optimizer=optimizer)
     return _path_values("mc_bezier", prof)

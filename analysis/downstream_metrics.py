@@ -38,7 +38,7 @@ def _test_acc(m: ModelInput, model: nn.Module | None = None) -> float:
 
 
 # ----------------------------------------------------------------------------- ensembles
-@register("ensemble", scope="cell", needs_data=True, outputs=[
+@register("ensemble", scope="cell", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("ensemble_test_acc", "accuracy of the seeds' averaged probabilities", unit="fraction"),
     Output("ensemble_test_nll", "NLL of the seeds' averaged probabilities; lower = better", unit="nats"),
     Output("ensemble_acc_gain", "ensemble − mean seed accuracy; higher = the seeds err differently", unit="fraction"),
@@ -59,7 +59,7 @@ def ensemble_metric(*members: ModelInput) -> list[Value]:
 
 
 # ----------------------------------------------------------------------------- averaging
-@register("average_epochs", scope="model", needs_data=True, outputs=[
+@register("average_epochs", scope="model", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("average_epochs_test_acc", "accuracy of the uniform average of the last k checkpoints", unit="fraction"),
     Output("average_epochs_acc_delta", "averaged − final model accuracy; higher = averaging helps", unit="fraction"),
 ])
@@ -78,7 +78,7 @@ def average_epochs(m: ModelInput, *, k: int = 3) -> list[Value]:
             Value("average_epochs_acc_delta", acc - _test_acc(m), split="test")]
 
 
-@register("average_seeds", scope="pair", needs_data=True, outputs=[
+@register("average_seeds", scope="pair", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("average_seeds_acc_delta", "accuracy of the plain weight average − mean of the two seeds'",
            unit="fraction"),
 ])
@@ -89,7 +89,8 @@ def average_seeds(a: ModelInput, b: ModelInput) -> list[Value]:
     return [Value("average_seeds_acc_delta", _test_acc(a, _with_state(a, avg)) - mean, split="test")]
 
 
-@register("average_aligned", scope="pair", needs_data=True, applies=is_stack, outputs=[
+@register("average_aligned", scope="pair", needs_data=True, applies=is_stack, kinds=["classification"],
+          outputs=[
     Output("average_aligned_acc_delta", "accuracy of the average after weight matching − mean of the seeds'",
            unit="fraction"),
     Output("average_aligned_mc", "mc on the straight line after alignment (points): < 0 barrier, ≈ 0 connected",
@@ -121,7 +122,7 @@ def average_aligned(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[V
 
 
 # ----------------------------------------------------------------------------- transfer
-@register("transfer", scope="model", needs_data=True, outputs=[
+@register("transfer", scope="model", needs_data=True, kinds=["classification"], outputs=[
     Output("transfer_probe_test_acc", "target-task accuracy of a new head trained on frozen features",
            unit="fraction"),
     Output("transfer_finetune_test_acc", "target-task accuracy after fine-tuning every weight (new head)",
@@ -149,7 +150,7 @@ def transfer(m: ModelInput, *, target: str = "mnist1d_shift", n_train: int = 500
 
 
 # ----------------------------------------------------------------------------- pruning
-@register("prune", scope="model", needs_data=True, outputs=[
+@register("prune", scope="model", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("prune_test_acc", "accuracy after global magnitude pruning (coord = sparsity)", coord="sparsity",
            unit="fraction"),
     Output("prune_retained", "pruned / unpruned accuracy (coord = sparsity)", coord="sparsity"),
@@ -162,7 +163,8 @@ def transfer(m: ModelInput, *, target: str = "mnist1d_shift", n_train: int = 500
 def prune(m: ModelInput, *, sparsities: tuple[float, ...] = SPARSITIES, finetune_epochs: int = 2, lr: float = 0.01,
           batch_size: int = 64, seed: int = 0) -> list[Value]:
     """Global magnitude pruning of the weight matrices at several sparsities, without and with a short
-    fine-tune (2 epochs of SGD on the training split, pruned weights held at zero)."""
+    fine-tune (2 epochs of SGD on the training split, pruned weights held at zero). The retained fractions
+    are left out for a model with no test accuracy to retain (they would divide by zero)."""
     base = _test_acc(m)
     out: list[Value] = []
     for s in sparsities:
@@ -173,8 +175,10 @@ def prune(m: ModelInput, *, sparsities: tuple[float, ...] = SPARSITIES, finetune
         fine_tune(model, m.task.x_train, m.task.y_train, epochs=finetune_epochs, lr=lr, batch_size=batch_size,
                   seed=seed, masks=masks)
         ft = _test_acc(m, model)
-        out += [Value("prune_test_acc", acc, split="test", coord=s), Value("prune_retained", acc / base, coord=s),
-                Value("prune_ft_test_acc", ft, split="test", coord=s), Value("prune_ft_retained", ft / base, coord=s)]
-        if s == 0.9:
-            out += [Value("prune_retained_90", acc / base), Value("prune_ft_retained_90", ft / base)]
+        out += [Value("prune_test_acc", acc, split="test", coord=s),
+                Value("prune_ft_test_acc", ft, split="test", coord=s)]
+        if base > 0:
+            out += [Value("prune_retained", acc / base, coord=s), Value("prune_ft_retained", ft / base, coord=s)]
+            if s == 0.9:
+                out += [Value("prune_retained_90", acc / base), Value("prune_ft_retained_90", ft / base)]
     return out

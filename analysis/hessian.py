@@ -3,6 +3,8 @@
 `HessianOperator(model, x, y)` differentiates the mean cross-entropy over all given examples (a fixed,
 seeded set of batches concatenated: the mean over equal-size batches is the mean over their union) with
 respect to all parameters, or to one parameter group (a layer's weight and bias) for per-layer values.
+`loss_fn` swaps in another objective (`data.objectives`: the PINN loss, whose input derivatives make its
+Hessian-vector products third-order derivatives of the network — autograd handles them the same way).
 
 A Hessian-vector product is `Hv = ∂/∂θ (∇θL · v)` by double back-propagation. The first-order graph is
 built once (`create_graph=True`) and kept, so each product costs about two gradients instead of three
@@ -14,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from data.objectives import CLASSIFICATION
+
+# (forward, x, y) -> scalar loss; `forward` maps inputs to outputs (the model, or the model at other weights)
+LossFn = Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
@@ -29,10 +33,10 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
 
 
 class HessianOperator:
-    """Matrix-free Hessian of `loss_fn(model(x), y)` w.r.t. the parameters named in `names` (default: all)."""
+    """Matrix-free Hessian of `loss_fn(model, x, y)` w.r.t. the parameters named in `names` (default: all)."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, names: Sequence[str] | None = None,
-                 loss_fn: LossFn = F.cross_entropy):
+                 loss_fn: LossFn = CLASSIFICATION.loss):
         if len(y) == 0:
             raise ValueError("the Hessian needs at least one example (got an empty batch set)")
         self.model, self.x, self.y, self.loss_fn = model, x, y, loss_fn
@@ -49,7 +53,7 @@ class HessianOperator:
         self._was_training = self.model.training
         self.model.eval()
         with torch.enable_grad():
-            loss = self.loss_fn(self.model(self.x), self.y)
+            loss = self.loss_fn(self.model, self.x, self.y)
             if not torch.isfinite(loss):
                 raise ValueError(f"loss is {loss.item()} (non-finite weights or inputs?)")
             self._grad = torch.autograd.grad(loss, self.params, create_graph=True)
@@ -76,7 +80,8 @@ class HessianOperator:
         return torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
 
 
-def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = F.cross_entropy) -> torch.Tensor:
+def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  loss_fn: LossFn = CLASSIFICATION.loss) -> torch.Tensor:
     """The full [n, n] Hessian by autograd (tests and tiny models only: n² memory)."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
@@ -90,7 +95,7 @@ def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: L
             k = shape.numel()
             params[name] = flat[i:i + k].view(shape)
             i += k
-        return loss_fn(torch.func.functional_call(model, params, (x,)), y)
+        return loss_fn(lambda xx: torch.func.functional_call(model, params, (xx,)), x, y)
 
     H = torch.autograd.functional.hessian(loss_of, flat0)
     model.train(was_training)

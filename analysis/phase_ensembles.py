@@ -23,6 +23,7 @@ from analysis.downstream import ensemble, predict_proba
 from analysis.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from data.schema import PHASE_ENSEMBLES
 from data.store import ZooError, atomic_write, writer_lock
+from data.tasks import TASKS
 
 PHASE_ENSEMBLES_FILE = "phase_ensembles.parquet"
 
@@ -77,6 +78,8 @@ def compare(table: pl.DataFrame) -> pl.DataFrame:
 def zoo_phase_ensembles(root: str | Path, epoch: int | None = None, size: int = 3, draws: int = 300,
                         seed: int = 0) -> pl.DataFrame:
     zoo, epoch, cells = zoo_cells(root, epoch)
+    if TASKS[zoo.spec.task].kind == "regression":
+        raise ZooError(f"{zoo.name}: a regression zoo ({zoo.spec.task}) has no class probabilities to ensemble")
     if cells["mc"].is_null().all():
         raise ZooError(f"{zoo.name}: no phase labels at epoch {epoch}: run `python -m analysis.run` first")
     spec = zoo.spec

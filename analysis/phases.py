@@ -33,7 +33,7 @@ NEEDED = ("train_loss", "mc", "cka")
 @dataclass(frozen=True)
 class Thresholds:
     train_loss: float  # τ_L, nats: above it a cell is under-fitted
-    mc: float  # ε, % points of training error: mc < −ε is a barrier
+    mc: float  # ε, % points of training error (decades of training loss for regression): mc < −ε is a barrier
     cka: float  # τ_C: at or above it a phase-IV cell is IV-B
     hessian: float | None = None  # optional: ln trace above which a cell counts as sharp (a second vote)
     provenance: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -48,7 +48,8 @@ def default_thresholds(cells: pl.DataFrame, *, mc_eps: float = 1.0) -> Threshold
 
     - τ_L = 10 × the smallest cell training loss: Yang et al. mark the transition by a > 10× fall in
       training loss (their absolute τ_L ≈ 0.02 nats holds for CIFAR without augmentation only);
-    - ε = 1 point of training error (science.md §1);
+    - ε = 1 point of training error (science.md §1); for regression zoos, whose mc is in decades of training
+      loss, 1 decade (the same tenfold step as τ_L);
     - τ_C = the midpoint of the CKA range over the cells that are well fitted and connected (phase IV):
       CKA levels depend on the representation (logits vs softmax, which inputs), so no absolute value
       transfers (Yang: ≈ 0.7 on softmax CKA).
@@ -60,8 +61,8 @@ def default_thresholds(cells: pl.DataFrame, *, mc_eps: float = 1.0) -> Threshold
     iv = cells.filter((pl.col("train_loss") <= tau_l) & (pl.col("mc") >= -mc_eps))["cka"].drop_nans().drop_nulls()
     tau_c = 0.5 * (float(iv.min()) + float(iv.max())) if len(iv) else float("nan")
     return Thresholds(tau_l, mc_eps, tau_c, provenance={
-        "train_loss": f"10 × the grid's smallest cell training loss ({loss.min():.3g} nats; Yang et al. 2021)",
-        "mc": "1 point of training error (science.md §1)",
+        "train_loss": f"10 × the grid's smallest cell training loss ({loss.min():.3g}; Yang et al. 2021)",
+        "mc": "1 point of training error (science.md §1), or 1 decade of training loss for regression",
         "cka": f"midpoint of the CKA range over {len(iv)} fitted, connected cells (zoo-relative)"})
 
 

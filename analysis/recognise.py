@@ -47,16 +47,17 @@ def nearest_value(value, grid: Sequence):
 
 def match_zoo(state: Mapping[str, torch.Tensor], zoo: Zoo) -> ZooMatch:
     spec = zoo.spec
-    task = TASKS[spec.task]  # shapes only: imported zoos have no data here
+    input_shape, n_out = TASKS[spec.task].shapes(spec.task_params)  # shapes only: imported zoos have no data here
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    m = match_shapes(spec.arch, shapes, task.input_shape, task.n_classes)
+    m = match_shapes(spec.arch, shapes, input_shape, n_out)
     base = dict(zoo=zoo.name, root=str(zoo.root), arch=spec.arch)
     if not m.ok:
         return ZooMatch(**base, arch_params=m.params, knobs={}, nearest={},
                         problems=tuple(f"not a {spec.arch} of this zoo's task ({spec.task}: input "
-                                       f"{task.input_shape}, {task.n_classes} classes): {p}" for p in m.problems))
-    inferred = arch_params(spec.arch, m.params)
+                                       f"{input_shape}, {n_out} outputs): {p}" for p in m.problems))
     fixed = arch_params(spec.arch, spec.arch_params)
+    # what the shapes cannot show (an activation, the number of heads) is taken to be the zoo's
+    inferred = arch_params(spec.arch, {**fixed, **m.params})
     knobs = {k: inferred[k] for k in spec.grid if k in inferred}
     differ = [f"{k}={inferred[k]} (the zoo has {fixed[k]})" for k in inferred if k not in spec.grid
               and inferred[k] != fixed[k]]

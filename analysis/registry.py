@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 from torch import nn
 
-from data.tasks import TaskData
+from data.tasks import TASK_KINDS, TaskData
 
 
 class MetricError(ValueError):
@@ -62,6 +63,8 @@ class ModelInput:
     # the same model at another stored epoch (e.g. for averaging over epochs); None where there is no history
     at_epoch: Callable[[int], nn.Module] | None = None
     stored_epochs: tuple[int, ...] = ()  # the epochs `at_epoch` can load
+    # the model's logged training curve (its catalog rows: epoch, train/test loss and accuracy); None for uploads
+    history: pl.DataFrame | None = None
 
 
 # `other_id` of the rows of a cell-scope metric (one computation over all seeds of a grid cell, stored under
@@ -85,10 +88,15 @@ class Metric:
     version: int = 1  # bump when the computation changes, so stored rows are recomputed
     doc: str = ""
     applies: Callable[[nn.Module], bool] = always  # False: skipped for that architecture
+    kinds: frozenset[str] = frozenset(TASK_KINDS)  # the task kinds it applies to (data.tasks.TASK_KINDS)
+    # parameters added after rows were stored, with their defaults: they enter the hash only when set to
+    # something else, so adding a parameter never orphans the rows computed before it existed
+    added: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def params_hash(self) -> str:
-        blob = json.dumps({"metric": self.name, "version": self.version, "params": dict(self.params)},
+        params = {k: v for k, v in self.params.items() if not (k in self.added and v == self.added[k])}
+        blob = json.dumps({"metric": self.name, "version": self.version, "params": params},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -97,7 +105,10 @@ class Metric:
         if unknown:
             raise MetricError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.params)}")
         return Metric(self.name, self.scope, self.needs_data, self.outputs, self.fn,
-                      {**self.params, **overrides}, self.version, self.doc, self.applies)
+                      {**self.params, **overrides}, self.version, self.doc, self.applies, self.kinds, self.added)
+
+    def applies_to(self, model: nn.Module, task_kind: str) -> bool:
+        return task_kind in self.kinds and self.applies(model)
 
     def __call__(self, *inputs: ModelInput) -> list[Value]:
         return self.fn(*inputs, **self.params)
@@ -108,9 +119,12 @@ SCOPES = ("model", "pair", "cell")  # one model, two seeds of a cell, all seeds 
 
 
 def register(name: str, *, scope: str, needs_data: bool, outputs: Sequence[Output], version: int = 1,
-             applies: Callable[[nn.Module], bool] | None = None):
+             applies: Callable[[nn.Module], bool] | None = None, kinds: Sequence[str] = TASK_KINDS,
+             added: Sequence[str] = ()):
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if unknown := set(kinds) - set(TASK_KINDS):
+        raise ValueError(f"unknown task kind(s) {sorted(unknown)}; known: {TASK_KINDS}")
 
     def deco(fn: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
         if name in REGISTRY:
@@ -118,7 +132,8 @@ def register(name: str, *, scope: str, needs_data: bool, outputs: Sequence[Outpu
         params = {k: p.default for k, p in inspect.signature(fn).parameters.items()
                   if p.kind is inspect.Parameter.KEYWORD_ONLY}
         REGISTRY[name] = Metric(name, scope, needs_data, tuple(outputs), fn, params, version,
-                                inspect.cleandoc(fn.__doc__ or ""), applies or always)
+                                inspect.cleandoc(fn.__doc__ or ""), applies or always, frozenset(kinds),
+                                {k: params[k] for k in added})
         return fn
     return deco
 

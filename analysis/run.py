@@ -72,16 +72,17 @@ def plan(zoo: Zoo, metrics: Sequence[Metric], epochs: Sequence[int], models: Seq
     """Tasks still to compute; `done` holds (model_id, other_id or "", epoch, params_hash) keys."""
     size = dict(zoo.catalog.group_by("model_id").agg(pl.col("n_params").first()).iter_rows())
     task = TASKS[zoo.spec.task]  # shapes only: an imported zoo has no data here
+    input_shape, n_out = task.shapes(zoo.spec.task_params)
     by_params = {cfg.arch_params: None for cfg in zoo.configs.values()}
     for params in by_params:  # one untrained model per architecture variant, for `Metric.applies`
-        by_params[params] = build_model(zoo.spec.arch, task.input_shape, task.n_classes, dict(params))
+        by_params[params] = build_model(zoo.spec.arch, input_shape, n_out, dict(params))
     template = {mid: by_params[zoo.configs[mid].arch_params] for mid in models}
     tasks = []
     units = {"model": [(m,) for m in models], "pair": cell_pairs(zoo, models), "cell": cell_groups(zoo, models)}
     for scope, unit in units.items():
         wanted = [m for m in metrics if m.scope == scope]
         for epoch, ids in itertools.product(epochs, unit):
-            todo = tuple(m for m in wanted if m.applies(template[ids[0]])
+            todo = tuple(m for m in wanted if m.applies_to(template[ids[0]], task.kind)
                          and (ids[0], other_id(scope, ids) or "", epoch, m.params_hash) not in done)
             if todo:
                 weight = {"model": 1, "pair": 4, "cell": len(ids)}[scope]  # a pair trains a curve
@@ -108,9 +109,10 @@ def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
     stored = zoo.checkpoints().group_by("model_id").agg(pl.col("epoch").sort())
     history = {mid: tuple(eps) for mid, eps in stored.filter(pl.col("model_id").is_in(task.ids)).iter_rows()}
     try:
-        task_data = zoo.task.to(dev) if any(m.needs_data for m in task.metrics) else None
+        task_data = zoo.task_of(task.ids[0]).to(dev) if any(m.needs_data for m in task.metrics) else None
         inputs = [ModelInput(mid, zoo.build_model(mid, task.epoch).to(dev), task_data, task.epoch,
-                             lambda e, mid=mid: zoo.build_model(mid, e).to(dev), history.get(mid, ()))
+                             lambda e, mid=mid: zoo.build_model(mid, e).to(dev), history.get(mid, ()),
+                             zoo.catalog.filter(pl.col("model_id") == mid).sort("epoch"))
                   for mid in task.ids]
     except Exception as e:  # a missing or corrupt checkpoint fails every metric of the task
         return [error_row(base, m, where, e) for m in task.metrics]
@@ -181,12 +183,21 @@ def resolve_metrics(patterns: Sequence[str] | None) -> list[Metric]:
     return list(chosen.values())
 
 
+def zoo_metric(zoo: Zoo, metric: Metric) -> Metric:
+    """The metric with the zoo's own parameters (its spec's [metrics.<name>] table), e.g. a PINN zoo's
+    Bézier learning rate."""
+    return metric.with_params(**zoo.spec.metric_params.get(metric.name, {}))
+
+
 def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | None = None,
         models: str = "*", workers: int | None = None, device: str = "cpu", progress: bool = True,
         flush_every: float = 5.0) -> RunReport:
     t0 = time.perf_counter()
     zoo = Zoo.open(root)
     resolve_device(device)
+    for name in zoo.spec.metric_params:
+        get_metric(name)  # an unknown name in the spec's [metrics] is an error naming the known ones
+    metrics = [zoo_metric(zoo, m) for m in metrics]
     stored = sorted(zoo.catalog["epoch"].unique())
     epochs = list(epochs) if epochs else list(zoo.spec.analysis_epochs)
     missing = [e for e in epochs if e not in zoo.checkpoints()["epoch"].unique()]
@@ -228,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo", nargs="?", help="zoo directory")
     ap.add_argument("--metrics", default="", help="comma-separated names or wildcards (default: all)")
-    ap.add_argument("--epochs", default="", help="comma-separated epochs (default: the spec's analysis epochs)")
+    ap.add_argument("--epochs", default="",
+                    help="comma-separated epochs, or 'last' for the last analysis epoch (default: the analysis epochs)")
     ap.add_argument("--models", default="*", help="model-id wildcard (default: all)")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -246,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.zoo:
             ap.error("a zoo directory is required (or --list)")
         metrics = resolve_metrics([p for p in args.metrics.split(",") if p])
-        epochs = [int(e) for e in args.epochs.split(",") if e]
+        epochs = ([Zoo.open(args.zoo).spec.analysis_epochs[-1]] if args.epochs == "last"
+                  else [int(e) for e in args.epochs.split(",") if e])
         rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet, args.flush_every)
     except (MetricError, ZooError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

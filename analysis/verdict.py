@@ -47,14 +47,14 @@ from analysis.phase_classifier import FEATURES, make_classifier, model_features,
 from analysis.phases import NEEDED, UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from analysis.recognise import ZooMatch, match_zoo, nearest_value, recognise
 from analysis.registry import ModelInput, get_metric
-from analysis.run import metric_rows
+from analysis.run import metric_rows, zoo_metric
 from analysis.weights import weight_report
 from data.archs import build_model
 from data.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint
 from data.device import resolve_device
 from data.schema import METRICS
 from data.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, atomic_write, builtin_zoos
-from data.tasks import TASKS, cache_dir
+from data.tasks import TASKS, cache_dir, load_task
 from data.workers import CONTEXT
 
 VERSION = 1  # bump when the analysis changes: cached reports are recomputed
@@ -125,30 +125,35 @@ def _zoo(root: str) -> Zoo:
     return Zoo.open(root)
 
 
-@lru_cache(maxsize=4)
-def _task(root: str, device: str):
-    return _zoo(root).task.to(resolve_device(device))
+@lru_cache(maxsize=8)
+def _task(root: str, device: str, task_knobs: tuple = ()):
+    """The zoo's task, with the cell's values of task-parameter knobs (the PINN's β) where known."""
+    zoo = _zoo(root)
+    task = load_task(zoo.spec.task, **{**zoo.spec.task_params, **dict(task_knobs)}) if task_knobs else zoo.task
+    return task.to(resolve_device(device))
 
 
 def _upload_model(root: str, arch_params: Mapping, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     zoo = _zoo(root)
-    task = TASKS[zoo.spec.task]
-    model = build_model(zoo.spec.arch, task.input_shape, task.n_classes, dict(arch_params))
+    input_shape, n_out = TASKS[zoo.spec.task].shapes(zoo.spec.task_params)
+    model = build_model(zoo.spec.arch, input_shape, n_out, dict(arch_params))
     model.load_state_dict(state)
     return model.eval()
 
 
 def metric_task(root: str, epoch: int, arch_params: Mapping, models: Sequence[tuple],
-                metrics: Sequence[tuple[str, dict]], device: str = "cpu") -> list[dict]:
+                metrics: Sequence[tuple[str, dict]], device: str = "cpu", task_knobs: tuple = ()) -> list[dict]:
     """Metric rows on one model or a pair, each ("upload", name, state dict) or ("zoo", model_id); the
-    first is the analysed upload (model_id `UPLOAD`). Runs in a worker process or in this one."""
+    first is the analysed upload (model_id `UPLOAD`), on the task with `task_knobs` ((name, value) pairs of
+    task-parameter knobs). Runs in a worker process or in this one."""
     dev = resolve_device(device)
     zoo = _zoo(root)
     inputs = []
     for i, m in enumerate(models):
         model = zoo.build_model(m[1], epoch) if m[0] == "zoo" else _upload_model(root, arch_params, m[2])
-        inputs.append(ModelInput(UPLOAD if i == 0 else m[1], model.to(dev), _task(root, device)))
-    chosen = [get_metric(name).with_params(**params) for name, params in metrics]
+        inputs.append(ModelInput(UPLOAD if i == 0 else m[1], model.to(dev), _task(root, device, task_knobs)))
+    chosen = [zoo_metric(zoo, get_metric(name)).with_params(**params) for name, params in metrics]
+    chosen = [m for m in chosen if m.applies_to(inputs[0].model, TASKS[zoo.spec.task].kind)]
     base = {"model_id": UPLOAD, "other_id": inputs[1].model_id if len(inputs) > 1 else None, "epoch": epoch}
     return metric_rows(chosen, inputs, base, " & ".join(m[1] for m in models))
 
@@ -394,8 +399,9 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
 
     progress("fit, weights and exact Hessian trace", 0.1)
     me = ("upload", ck.name, state)
-    own = metric_task(root, epoch, params, [me], [(m, {}) for m in QUICK], "cpu")
     spec = zoo.spec
+    task_knobs = tuple((k, v) for k, v in (given or {}).items() if k in spec.grid and k in spec.task_params)
+    own = metric_task(root, epoch, params, [me], [(m, {}) for m in QUICK], "cpu", task_knobs)
     progress("placing it in weight space", 0.15)
     placement = _placement(zoo, epoch, state, classify(cells, th).select(spec.load.knob, spec.temperature.knob,
                                                                          "phase"))
@@ -422,9 +428,11 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     else:
         notes.append("between grid values: no zoo model has its shapes, so no mode connectivity or CKA "
                      "(the rule verdict needs them; the classifier does not)")
-    jobs = [_submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device)]
-    jobs += [_submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in PAIRS], device)
-             for o in others]
+    # the Hessian and the pairs on the cell's task (a PINN cell's β, given or estimated)
+    task_knobs = tuple((k, v["grid"]) for k, v in cell.items() if k in spec.task_params)
+    jobs = [_submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs)]
+    jobs += [_submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in PAIRS], device,
+                     task_knobs) for o in others]
     rows = list(own)
     pending, n_jobs = set(jobs), len(jobs)
     try:

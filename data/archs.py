@@ -19,17 +19,21 @@ from data.params import Param, SpecError, positive, resolve
 from data.resnet import resnet18_width, resnet50_width
 
 
-class MLP(nn.Sequential):
-    """`depth` hidden ReLU layers of `width` units on flattened inputs.
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
-    A plain `nn.Sequential` of Linear/ReLU, so `data.train` can run many of them with batched matmuls.
+
+class MLP(nn.Sequential):
+    """`depth` hidden layers of `width` units (ReLU, or tanh for PINNs) on flattened inputs.
+
+    A plain `nn.Sequential` of Linear/activation, so `data.train` can run many of them with batched matmuls.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int):
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int,
+                 activation: str = "relu"):
         dims = [math.prod(input_shape)] + [width] * depth
         layers: list[nn.Module] = [nn.Flatten(start_dim=-len(input_shape))]
         for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+            layers += [nn.Linear(d_in, d_out), ACTIVATIONS[activation]()]
         layers.append(nn.Linear(dims[-1], n_classes))
         super().__init__(*layers)
 
@@ -55,6 +59,40 @@ class CNN1d(nn.Module):
         return self.head(h.mean(-1))
 
 
+class Transformer(nn.Module):
+    """A decoder-style transformer for short token sequences (the grokking setting of Power et al. 2022 and
+    Nanda et al. 2023): token + position embeddings, `depth` blocks of causal multi-head attention and a
+    ReLU MLP (4 × `width`), each with a residual connection and no LayerNorm, and a linear read-out of the
+    last position. Written with plain Linear layers and einsum so `torch.func.vmap` can stack models.
+
+    Inputs: int64 tokens [N, L] in [0, n_classes] (the last id is the "=" token) -> logits [N, n_classes].
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.embed = nn.Embedding(n_classes + 1, width)
+        self.pos = nn.Parameter(torch.randn(input_shape[0], width) / math.sqrt(width))
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "qkv": nn.Linear(width, 3 * width), "out": nn.Linear(width, width),
+            "up": nn.Linear(width, 4 * width), "down": nn.Linear(4 * width, width)}) for _ in range(depth))
+        self.unembed = nn.Linear(width, n_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens) + self.pos  # [N, L, d]
+        n, L, d = h.shape
+        causal = torch.ones(L, L, dtype=torch.bool, device=h.device).tril()  # no buffer: models stack with vmap
+        for b in self.blocks:
+            q, k, v = b["qkv"](h).view(n, L, 3, self.heads, d // self.heads).unbind(2)  # each [N, L, H, d_h]
+            att = torch.einsum("nihc,njhc->nhij", q, k) / math.sqrt(d // self.heads)
+            att = att.masked_fill(~causal, float("-inf")).softmax(-1)
+            h = h + b["out"](torch.einsum("nhij,njhc->nihc", att, v).reshape(n, L, d))
+            h = h + b["down"](torch.relu(b["up"](h)))
+        return self.unembed(h[:, -1])
+
+
 Shapes = Mapping[str, tuple[int, ...]]  # parameter/buffer name -> tensor shape
 
 
@@ -69,6 +107,14 @@ def _infer_cnn1d(shapes: Shapes) -> dict | None:
     convs = [k for k, s in shapes.items() if k.startswith("features.") and k.endswith(".weight") and len(s) == 3]
     first = shapes.get("features.0.weight")
     return {"width": first[0], "depth": len(convs)} if first is not None and len(first) == 3 else None
+
+
+def _infer_transformer(shapes: Shapes) -> dict | None:
+    embed, qkv = shapes.get("embed.weight"), shapes.get("blocks.0.qkv.weight")
+    if embed is None or qkv is None or len(embed) != 2:
+        return None
+    # heads do not show in the shapes: the zoo's fixed value is used (recognition checks it by building)
+    return {"width": embed[1], "depth": sum(1 for k in shapes if k.endswith(".qkv.weight"))}
 
 
 def _infer_resnet(shapes: Shapes) -> dict | None:
@@ -89,8 +135,14 @@ ARCHS: Mapping[str, ArchDef] = {
     # the Phase-Transition Model Zoo's ResNets (data.resnet), for imported zoos; BatchNorm: not padded
     "resnet18_width": ArchDef(resnet18_width, {"width": positive(int)}, frozenset(), _infer_resnet),
     "resnet50_width": ArchDef(resnet50_width, {"width": positive(int)}, frozenset(), _infer_resnet),
-    "mlp": ArchDef(MLP, {"width": positive(int), "depth": Param(int, 2, lambda v: v >= 1, "must be >= 1")},
+    "mlp": ArchDef(MLP, {"width": positive(int), "depth": Param(int, 2, lambda v: v >= 1, "must be >= 1"),
+                         "activation": Param(str, "relu", lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}")},
                    frozenset({"width"}), _infer_mlp),
+    # width is not paddable: attention's 1/√d_head scale changes with it
+    "transformer": ArchDef(Transformer, {"width": positive(int),
+                                         "depth": Param(int, 1, lambda v: v >= 1, "must be >= 1"),
+                                         "heads": Param(int, 4, lambda v: v >= 1, "must be >= 1")},
+                           frozenset(), _infer_transformer),
     "cnn1d": ArchDef(CNN1d, {"width": positive(int), "depth": Param(int, 3, lambda v: v >= 1, "must be >= 1")},
                      frozenset({"width"}), _infer_cnn1d),
 }

@@ -107,8 +107,7 @@ def train_group(spec: ZooSpec, configs: Sequence[ModelConfig], device: str) -> l
     """Train one group (batched when it has several models) and return its results in order."""
     dev = resolve_device(device)
     data = _task(spec.task, configs[0].task_params).to(dev)
-    tr = configs[0].get("training")
-    cfg = TrainConfig(tr["epochs"], tr["lr"], tr["batch_size"], tr["momentum"], tr["weight_decay"])
+    cfg = TrainConfig.from_training(configs[0].get("training"))
     models = [build_model(spec.arch, data.input_shape, data.n_classes, c.get("arch_params"), seed=c.seed).to(dev)
               for c in configs]
     report = (lambda steps: _progress.put(steps)) if _progress is not None else (lambda steps: None)

@@ -43,8 +43,10 @@ class Schema:
         return df.select(list(expected))
 
 
-# One row per model per logged epoch. Accuracies are fractions in [0, 1]; losses are mean cross-entropy
-# in nats, all re-evaluated in eval mode on the full split (not the running training average).
+# One row per model per logged epoch. Accuracies are fractions in [0, 1] (null for regression tasks);
+# losses are the task objective's (mean cross-entropy in nats for classification; the PINN loss on the
+# training points and the MSE against the exact solution on the test grid for `convection`), all
+# re-evaluated in eval mode on the full split (not the running training average).
 # `checkpoint` is the path of the stored weights relative to the zoo directory, null for epochs that
 # were logged but not stored.
 CATALOG = Schema(
@@ -61,7 +63,7 @@ CATALOG = Schema(
         "test_acc": pl.Float64,
         "checkpoint": pl.String,
     },
-    nullable=frozenset({"checkpoint"}),
+    nullable=frozenset({"checkpoint", "train_acc", "test_acc"}),
 )
 
 KNOB_DTYPES = {int: pl.Int64, float: pl.Float64}

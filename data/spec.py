@@ -10,6 +10,7 @@
     [grid]          knob = [values...]  (each knob is a task, architecture or training parameter)
     [axes.load]         knob = "width",      increases = false  # load falls as capacity grows
     [axes.temperature]  knob = "batch_size", increases = false  # larger batch = colder
+    [metrics.mc_bezier] lr = 1e-3           # optional: this zoo's parameters of a registered metric
 
 `increases` says whether the physical quantity (load or temperature) rises with the knob's value; views
 use it to orient the axes (capacity growing to the right, hottest row on top) without knowing knob names.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ import polars as pl
 from data.archs import arch_def, arch_params
 from data.params import Param, SpecError, positive, resolve
 from data.schema import KNOB_DTYPES
-from data.tasks import COMMON_PARAMS, task_params
+from data.tasks import task_def, task_params
+from data.train import OPTIMIZERS
 
 TRAINING_PARAMS = {
     "epochs": positive(int),
@@ -36,6 +38,11 @@ TRAINING_PARAMS = {
     "momentum": Param(float, 0.0, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "weight_decay": Param(float, 0.0, lambda v: v >= 0.0, "must be >= 0"),
     "batch_size": positive(int),
+    # "sgd" (momentum, L2 weight decay), "adam" (L2 weight decay) or "adamw" (decoupled weight decay)
+    "optimizer": Param(str, "sgd", lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
+    "beta2": Param(float, 0.999, lambda v: 0.0 <= v < 1.0, "Adam's second-moment decay, in [0, 1)"),
+    # epochs between logged evaluations of the full splits (checkpoint epochs and the last are always logged)
+    "eval_every": Param(int, 1, lambda v: v > 0, "must be > 0"),
 }
 
 
@@ -75,6 +82,9 @@ class ZooSpec:
     grid: Mapping[str, tuple]
     load: Axis
     temperature: Axis
+    # metric name -> parameter overrides (checked against the registry by analysis.run: data knows no metrics)
+    # (not part of a zoo's identity: a resumed zoo may change them)
+    metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
 
     @property
     def knob_dtypes(self) -> dict[str, pl.DataType]:
@@ -144,7 +154,7 @@ def _require(raw: Mapping, key: str, kind: type) -> Any:
 
 def _build(raw: Mapping) -> ZooSpec:
     known = {"name", "description", "task", "arch", "seeds", "task_params", "arch_params", "training",
-             "grid", "axes"}
+             "grid", "axes", "metrics"}
     if unknown := sorted(set(raw) - known):
         raise SpecError(f"unknown field(s) {unknown}")
     name, task, arch = (_require(raw, k, str) for k in ("name", "task", "arch"))
@@ -169,19 +179,24 @@ def _build(raw: Mapping) -> ZooSpec:
     sections = {"task_params": (tp_given, lambda g: task_params(task, g)),
                 "arch_params": (ap_given, lambda g: arch_params(arch, g)),
                 "training": (tr_given, lambda g: resolve("training", TRAINING_PARAMS, g))}
-    declared = {"task_params": set(COMMON_PARAMS), "arch_params": set(arch_def(arch).params),
+    declared = {"task_params": set(task_def(task).params), "arch_params": set(arch_def(arch).params),
                 "training": set(TRAINING_PARAMS)}
     resolved = {}
     for section, (given, check) in sections.items():
         knobs_here = [k for k in grid if k in declared[section]]
         resolved[section] = check({**given, **{k: grid[k][0] for k in knobs_here}})
         for k in knobs_here:
-            for v in grid[k]:
+            # every grid value, and a value the section also sets (overridden, but still a mistake if bad)
+            for v in (*grid[k], *((given[k],) if k in given else ())):
                 check({**given, k: v})
     for knob in grid:
         if not any(knob in d for d in declared.values()):
             raise SpecError(f"grid.{knob}: not a parameter of the task, the architecture or the training")
 
+    momenta = grid.get("momentum", (resolved["training"]["momentum"],))
+    if resolved["training"]["optimizer"] != "sgd" and any(momenta):
+        raise SpecError(f"training.momentum: applies to sgd only; {resolved['training']['optimizer']} "
+                        "has its own (beta2 and the fixed beta1 = 0.9)")
     epochs = resolved["training"]["epochs"]
     if "epochs" in grid:
         raise SpecError("grid.epochs: epochs cannot be a grid knob (checkpoint epochs must be shared)")
@@ -201,9 +216,12 @@ def _build(raw: Mapping) -> ZooSpec:
         if ax["knob"] not in grid:
             raise SpecError(f"axes.{which}.knob: {ax['knob']!r} is not a grid knob; grid knobs: {list(grid)}")
         parsed_axes.append(Axis(ax["knob"], ax["increases"]))
+    metric_params = raw.get("metrics", {})
+    if not all(isinstance(v, dict) for v in metric_params.values()):
+        raise SpecError("metrics: each entry must be a table of parameters, e.g. [metrics.mc_bezier] lr = 0.001")
     spec = ZooSpec(name, str(raw.get("description", "")), task, arch, seeds, resolved["task_params"],
                    resolved["arch_params"], resolved["training"], ckpt, tuple(sorted(set(analysis))), grid,
-                   *parsed_axes)
+                   *parsed_axes, metric_params)
     ids = [m.model_id for m in spec.models()]
     if len(set(ids)) != len(ids):
         raise SpecError("grid: two grid points give the same model id; make the values distinct")

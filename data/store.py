@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -153,8 +153,11 @@ def init_zoo_dir(root: Path, spec_text: str) -> ZooSpec:
     spec = parse_spec(spec_text)
     existing = root / SPEC
     if existing.exists():
-        if parse_spec(existing.read_text(), str(existing)) != spec:
+        old_text = existing.read_text()
+        if parse_spec(old_text, str(existing)) != spec:
             raise ZooError(f"{root} already holds a zoo with a different spec; choose another output directory")
+        if old_text != spec_text:  # the same models; comments or metric parameters changed: keep the new text
+            atomic_write(existing, lambda tmp: tmp.write_text(spec_text))
         return spec
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,15 @@ class Zoo:
 
     @cached_property
     def task(self) -> TaskData:
+        """The task with the spec's base parameters (that of every model unless a task parameter is a knob)."""
         return load_task(self.spec.task, **self.spec.task_params)
+
+    def task_of(self, model_id: str) -> TaskData:
+        """The task a model was trained on (its cell's value of a task-parameter knob such as β)."""
+        params = self.configs[model_id].task_params
+        if dict(params) == dict(self.spec.task_params):
+            return self.task
+        return _task_cached(self.spec.task, params)
 
     def checkpoints(self) -> pl.DataFrame:
         return self.catalog.filter(pl.col("checkpoint").is_not_null())
@@ -210,10 +221,16 @@ class Zoo:
         if model_id not in self.configs:
             raise ZooError(f"{self.name}: unknown model {model_id!r}")
         cfg = self.configs[model_id]
-        task = TASKS[self.spec.task]  # shapes only: imported zoos have no data here
-        model = build_model(self.spec.arch, task.input_shape, task.n_classes, cfg.get("arch_params"))
+        # shapes only: imported zoos have no data here
+        input_shape, n_out = TASKS[self.spec.task].shapes(cfg.get("task_params"))
+        model = build_model(self.spec.arch, input_shape, n_out, cfg.get("arch_params"))
         model.load_state_dict(self.load_state_dict(model_id, epoch))
         return model.eval()
+
+
+@lru_cache(maxsize=16)
+def _task_cached(task: str, params: tuple) -> TaskData:
+    return load_task(task, **dict(params))
 
 
 def builtin_zoos() -> list[Path]:

@@ -17,15 +17,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from data.objectives import CLASSIFICATION, Classification, Objective, Scores
 from data.stacked_mlp import StackedMLPStep, layer_plan
 from data.tasks import TaskData
 
 StateDict = dict[str, torch.Tensor]
 EVAL_CHUNK = 8192  # examples per eval forward pass, bounds memory at M × chunk × width floats
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -35,20 +38,39 @@ class TrainConfig:
     batch_size: int
     momentum: float = 0.0
     weight_decay: float = 0.0
+    optimizer: str = "sgd"  # one of OPTIMIZERS; Adam's beta1 is 0.9
+    beta2: float = 0.999
+    eval_every: int = 1  # epochs between logged evaluations (checkpoint epochs and the last: always)
+
+    @classmethod
+    def from_training(cls, tr: Mapping) -> "TrainConfig":
+        """From a spec's resolved [training] section."""
+        return cls(tr["epochs"], tr["lr"], tr["batch_size"], tr["momentum"], tr["weight_decay"], tr["optimizer"],
+                   tr["beta2"], tr["eval_every"])
+
+    def optimiser(self, params) -> torch.optim.Optimizer:
+        """The torch optimiser: elementwise rules, so on stacked models every model gets its own update."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        kind = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return kind(params, lr=self.lr, betas=(0.9, self.beta2), weight_decay=self.weight_decay)
+
+    def logs(self, epoch: int, checkpoint_epochs: Sequence[int]) -> bool:
+        return epoch % self.eval_every == 0 or epoch == self.epochs or epoch in checkpoint_epochs
 
 
 @dataclass(frozen=True)
 class EpochLog:
     epoch: int
-    train_loss: float  # mean cross-entropy (nats) over the full training split, eval mode
-    train_acc: float  # fraction in [0, 1]
+    train_loss: float  # the objective's loss over the full training split, eval mode (cross-entropy: nats)
+    train_acc: float | None  # fraction in [0, 1]; None for regression
     test_loss: float
-    test_acc: float
+    test_acc: float | None
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    history: tuple[EpochLog, ...]  # epochs 0..E
+    history: tuple[EpochLog, ...]  # the logged epochs of 0..E (every `eval_every`-th, checkpoints, the last)
     checkpoints: Mapping[int, StateDict]  # epoch -> CPU state dict
 
 
@@ -57,8 +79,14 @@ def order_seed(seed: int) -> int:
     return 1_000_003 * (seed + 1)
 
 
-def _log(epoch: int, tr: tuple[float, float], te: tuple[float, float]) -> EpochLog:
+def _log(epoch: int, tr: tuple[float, float | None], te: tuple[float, float | None]) -> EpochLog:
     return EpochLog(epoch, tr[0], tr[1], te[0], te[1])
+
+
+def _pairs(scores: Scores) -> list[tuple[float, float | None]]:
+    """(loss, accuracy or None) per model, from scores with a leading model dimension."""
+    accs = scores.acc.tolist() if scores.acc is not None else [None] * len(scores.loss)
+    return list(zip(scores.loss.tolist(), accs))
 
 
 def _cpu_state(model_state: Mapping[str, torch.Tensor]) -> StateDict:
@@ -66,39 +94,45 @@ def _cpu_state(model_state: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 # ----------------------------------------------------------------------------- one model at a time
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` in eval mode; restores the model's mode."""
+def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective = CLASSIFICATION) -> Scores:
+    """The objective's scores of `model` in eval mode on (x, y); restores the model's mode."""
     was_training = model.training
     model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(y), EVAL_CHUNK):
-        logits = model(x[i:i + EVAL_CHUNK])
-        loss += F.cross_entropy(logits, y[i:i + EVAL_CHUNK], reduction="sum").item()
-        correct += (logits.argmax(-1) == y[i:i + EVAL_CHUNK]).sum().item()
-    model.train(was_training)
-    return loss / len(y), correct / len(y)
+    try:
+        return objective.evaluate(model, x, y, EVAL_CHUNK)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             objective: Objective = CLASSIFICATION) -> tuple[float, float | None]:
+    """(loss, accuracy or None for regression) of `model` in eval mode."""
+    s = scores(model, x, y, objective)
+    return s.loss.item(), None if s.acc is None else s.acc.item()
 
 
 def train_one(model: nn.Module, data: TaskData, cfg: TrainConfig, seed: int, checkpoint_epochs: Sequence[int],
               on_epoch: Callable[[int], None] = lambda steps: None) -> TrainResult:
-    """The ordinary loop: shuffled mini-batches, SGD with momentum and weight decay."""
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """The ordinary loop: shuffled mini-batches, the configured optimiser, the task's objective."""
+    opt = cfg.optimiser(model.parameters())
     gen = torch.Generator().manual_seed(order_seed(seed))
-    n = len(data.y_train)
-    history = [_log(0, evaluate(model, data.x_train, data.y_train), evaluate(model, data.x_test, data.y_test))]
+    n, obj = len(data.y_train), data.objective
+    evaluated = lambda: _log(epoch, evaluate(model, data.x_train, data.y_train, obj),
+                             evaluate(model, data.x_test, data.y_test, obj))
+    epoch = 0
+    history = [evaluated()]
     ckpts = {0: _cpu_state(model.state_dict())} if 0 in checkpoint_epochs else {}
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen).to(data.x_train.device)
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            loss = obj.loss(model, data.x_train[idx], data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        history.append(_log(epoch, evaluate(model, data.x_train, data.y_train),
-                            evaluate(model, data.x_test, data.y_test)))
+        if cfg.logs(epoch, checkpoint_epochs):
+            history.append(evaluated())
         if epoch in checkpoint_epochs:
             ckpts[epoch] = _cpu_state(model.state_dict())
         on_epoch(steps_per_epoch(n, cfg.batch_size))
@@ -159,12 +193,11 @@ class BatchedModels:
     def __len__(self) -> int:
         return len(self.shapes)
 
-    def forward(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
-        """x: [M, B, ...] (or [B, ...] when `shared_input`) -> logits [M, B, C]."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [M, B, ...] -> outputs [M, B, C]."""
         if self._sequential:
-            return self._forward_sequential(x.expand(len(self), *x.shape) if shared_input else x)
-        call = lambda p, xb: functional_call(self.template, p, (xb,))
-        return vmap(call, in_dims=(0, None if shared_input else 0))(self.params, x)
+            return self._forward_sequential(x)
+        return vmap(lambda p, xb: functional_call(self.template, p, (xb,)))(self.params, x)
 
     def _forward_sequential(self, x: torch.Tensor) -> torch.Tensor:
         # Same maths as vmap, with one baddbmm per Linear: ~40 % less per-step overhead (measured here,
@@ -180,28 +213,23 @@ class BatchedModels:
     def state_dict(self, m: int) -> StateDict:
         return unstack(self.params, m, self.shapes[m])
 
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, objective: Objective) -> list[tuple[float, float | None]]:
+        """(loss, accuracy or None) of every model on the shared split (x, y)."""
         self.template.eval()
-        loss = torch.zeros(len(self), dtype=torch.float64, device=x.device)
-        correct = torch.zeros(len(self), dtype=torch.int64, device=x.device)
-        for i in range(0, len(y), EVAL_CHUNK):
-            logits = self.forward(x[i:i + EVAL_CHUNK], shared_input=True)  # [M, b, C]
-            yb = y[i:i + EVAL_CHUNK].expand(len(self), -1)
-            loss += F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").sum(1).double()
-            correct += (logits.argmax(-1) == yb).sum(1)
-        return [(lo / len(y), c / len(y)) for lo, c in zip(loss.tolist(), correct.tolist())]
+        return _pairs(objective.evaluate(self.forward, x, y, EVAL_CHUNK, lead=(len(self),)))
 
 
-def _make_step(batch: BatchedModels, cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One SGD step on all models: written-out backward for Linear/activation stacks, autograd otherwise."""
+def _make_step(batch: BatchedModels, cfg: TrainConfig,
+               objective: Objective) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimiser step on all models: written-out backward for SGD on cross-entropy Linear/activation
+    stacks, autograd otherwise."""
     plan = layer_plan(batch.template)
-    if plan is not None:
+    if plan is not None and cfg.optimizer == "sgd" and isinstance(objective, Classification):
         return StackedMLPStep(batch.params, plan, cfg.lr, cfg.momentum, cfg.weight_decay)
-    opt = torch.optim.SGD(batch.params.values(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = cfg.optimiser(batch.params.values())
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:  # x: [M, b, ...], y: [M, b]
-        per_model = F.cross_entropy(batch.forward(x).transpose(1, 2), y, reduction="none").mean(1)
+        per_model = objective.loss(batch.forward, x, y)  # [M]
         opt.zero_grad(set_to_none=True)
         per_model.sum().backward()  # the sum gives each model exactly its own gradient
         opt.step()
@@ -213,11 +241,12 @@ def train_batched(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig,
                   on_epoch: Callable[[int], None] = lambda steps: None) -> list[TrainResult]:
     """Train M models together; result m equals `train_one(models[m], ..., seeds[m])` up to rounding."""
     batch = BatchedModels(models)
-    M, n, B = len(batch), len(data.y_train), cfg.batch_size
-    step = _make_step(batch, cfg)
+    M, n, B, obj = len(batch), len(data.y_train), cfg.batch_size, data.objective
+    step = _make_step(batch, cfg, obj)
     gens = [torch.Generator().manual_seed(order_seed(s)) for s in seeds]
-    histories = [[_log(0, tr, te)] for tr, te in zip(batch.evaluate(data.x_train, data.y_train),
-                                                      batch.evaluate(data.x_test, data.y_test))]
+    evaluated = lambda: zip(batch.evaluate(data.x_train, data.y_train, obj),
+                            batch.evaluate(data.x_test, data.y_test, obj))
+    histories = [[_log(0, tr, te)] for tr, te in evaluated()]
     ckpts: list[dict[int, StateDict]] = [{} for _ in range(M)]
 
     def keep(epoch: int) -> None:
@@ -232,9 +261,9 @@ def train_batched(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig,
         for i in range(0, n, B):
             idx = perms[:, i:i + B]  # [M, b]
             step(data.x_train[idx], data.y_train[idx])
-        for m, (tr, te) in enumerate(zip(batch.evaluate(data.x_train, data.y_train),
-                                         batch.evaluate(data.x_test, data.y_test))):
-            histories[m].append(_log(epoch, tr, te))
+        if cfg.logs(epoch, checkpoint_epochs):
+            for m, (tr, te) in enumerate(evaluated()):
+                histories[m].append(_log(epoch, tr, te))
         keep(epoch)
         on_epoch(steps_per_epoch(n, B))
     return [TrainResult(tuple(h), c) for h, c in zip(histories, ckpts)]

@@ -46,6 +46,86 @@ increases = false
 """
 
 
+# Tiny zoos of the other task kinds: a sequence task (transformers on modular addition) and a regression
+# task (convection PINNs), each 2 × 2 cells × 2 seeds, trained for seconds.
+TINY_SEQ_SPEC = """
+name = "tiny-seq"
+task = "modular_add"
+arch = "transformer"
+seeds = [0, 1]
+[task_params]
+p = 7
+[arch_params]
+width = 8
+heads = 2
+[training]
+optimizer = "adamw"
+weight_decay = 1.0
+epochs = 30
+lr = 1e-2
+batch_size = 64
+eval_every = 5
+checkpoint_epochs = [10, 20]
+analysis_epochs = [30]
+[grid]
+train_fraction = [0.5, 0.9]
+lr = [3e-3, 3e-2]
+[axes.load]
+knob = "train_fraction"
+increases = true
+[axes.temperature]
+knob = "lr"
+increases = true
+"""
+TINY_PINN_SPEC = """
+name = "tiny-pinn"
+task = "convection"
+arch = "mlp"
+seeds = [0, 1]
+[task_params]
+n_train = 100
+[arch_params]
+width = 8
+depth = 2
+activation = "tanh"
+[training]
+optimizer = "adam"
+epochs = 20
+lr = 1e-2
+batch_size = 512
+eval_every = 5
+checkpoint_epochs = [10, 15]
+analysis_epochs = [20]
+[grid]
+beta = [1.0, 30.0]
+lr = [1e-3, 1e-2]
+[axes.load]
+knob = "beta"
+increases = true
+[axes.temperature]
+knob = "lr"
+increases = true
+"""
+
+
+def _generated(tmp_path_factory, name: str, text: str) -> Path:
+    spec = tmp_path_factory.mktemp("spec") / f"{name}.toml"
+    spec.write_text(text)
+    out = tmp_path_factory.mktemp("zoo") / name
+    generate(spec, out, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_seq_zoo(tmp_path_factory) -> Path:
+    return _generated(tmp_path_factory, "tiny-seq", TINY_SEQ_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny_pinn_zoo(tmp_path_factory) -> Path:
+    return _generated(tmp_path_factory, "tiny-pinn", TINY_PINN_SPEC)
+
+
 @pytest.fixture(scope="session")
 def tiny_spec(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("spec") / "tiny.toml"

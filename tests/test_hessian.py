@@ -51,13 +51,13 @@ def test_closed_form_linear_and_logistic_regression():
     # linear regression, MSE/2: H = XᵀX / n for the weights
     lin = nn.Linear(4, 1, bias=False).double()
     yr = torch.randn(50, 1, generator=g, dtype=torch.float64)
-    with HessianOperator(lin, x, yr, loss_fn=lambda out, t: 0.5 * ((out - t) ** 2).mean()) as op:
+    with HessianOperator(lin, x, yr, loss_fn=lambda f, x, t: 0.5 * ((f(x) - t) ** 2).mean()) as op:
         H = torch.stack([op.matvec(e) for e in torch.eye(4, dtype=torch.float64)], 1)
     torch.testing.assert_close(H, x.T @ x / 50, rtol=1e-12, atol=1e-12)
     # logistic regression, mean BCE: H = Xᵀ diag(p(1−p)) X / n
     logit = nn.Linear(4, 1, bias=False).double()
     yb = torch.randint(0, 2, (50, 1), generator=g).double()
-    with HessianOperator(logit, x, yb, loss_fn=F.binary_cross_entropy_with_logits) as op:
+    with HessianOperator(logit, x, yb, loss_fn=lambda f, x, t: F.binary_cross_entropy_with_logits(f(x), t)) as op:
         H = torch.stack([op.matvec(e) for e in torch.eye(4, dtype=torch.float64)], 1)
     p = torch.sigmoid(logit(x)).detach().squeeze(1)
     torch.testing.assert_close(H, x.T @ torch.diag(p * (1 - p)) @ x / 50, rtol=1e-10, atol=1e-12)

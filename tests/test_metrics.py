@@ -28,25 +28,37 @@ def zoo(tiny_zoo) -> Zoo:
 
 
 def inputs(zoo, *ids, epoch=3):
-    """As the runner builds them: each model with its stored history (for averaging over epochs)."""
+    """As the runner builds them: each model with its stored checkpoints (for averaging over epochs) and
+    its logged training curve."""
     stored = tuple(sorted(zoo.checkpoints()["epoch"].unique()))
-    return [ModelInput(i, zoo.build_model(i, epoch), zoo.task, epoch, lambda e, i=i: zoo.build_model(i, e), stored)
-            for i in ids]
+    return [ModelInput(i, zoo.build_model(i, epoch), zoo.task_of(i), epoch, lambda e, i=i: zoo.build_model(i, e),
+                       stored, zoo.catalog.filter(pl.col("model_id") == i).sort("epoch")) for i in ids]
 
 
-@pytest.mark.parametrize("name", [m.name for m in list_metrics()])
-def test_every_metric_contract(zoo, name):
-    """Runs on a tiny zoo, emits only its declared outputs, finite values, and is deterministic."""
+# (zoo fixture, two seeds of one cell, the epoch) per task kind
+KIND_ZOOS = {"classification": ("tiny_zoo", ("width16-batch_size16-s0", "width16-batch_size16-s1"), 3),
+             "sequence": ("tiny_seq_zoo", ("train_fraction0.9-lr0.03-s0", "train_fraction0.9-lr0.03-s1"), 30),
+             "regression": ("tiny_pinn_zoo", ("beta30.0-lr0.01-s0", "beta30.0-lr0.01-s1"), 20)}
+
+
+@pytest.mark.parametrize("name,kind", [(m.name, k) for m in list_metrics() for k in sorted(m.kinds)])
+def test_every_metric_contract(request, name, kind):
+    """Runs on a tiny zoo of each task kind it declares, emits only its declared outputs, finite values, and
+    is deterministic."""
+    fixture, pair, epoch = KIND_ZOOS[kind]
+    zoo = Zoo.open(request.getfixturevalue(fixture))
     metric = fast(get_metric(name))
-    ids = ("width16-batch_size16-s0", "width16-batch_size16-s1")[: 1 if metric.scope == "model" else 2]
-    first = metric(*inputs(zoo, *ids))
+    if not metric.applies(zoo.build_model(pair[0], epoch)):
+        pytest.skip(f"{name} does not apply to the {zoo.spec.arch} of the {kind} zoo")
+    ids = pair[: 1 if metric.scope == "model" else 2]
+    first = metric(*inputs(zoo, *ids, epoch=epoch))
     assert first, f"{name} emitted nothing"
     declared = {o.name for o in metric.outputs}
     assert {v.metric for v in first} <= declared
     assert all(torch.isfinite(torch.tensor(v.value)) for v in first)
     assert all(v.stderr is None or v.stderr >= 0 for v in first)
-    assert first == metric(*inputs(zoo, *ids))  # deterministic under its seed
-    rows = pl.DataFrame([{"model_id": ids[0], "other_id": None, "epoch": 3, "metric": v.metric, "split": v.split,
+    assert first == metric(*inputs(zoo, *ids, epoch=epoch))  # deterministic under its seed
+    rows = pl.DataFrame([{"model_id": ids[0], "other_id": None, "epoch": epoch, "metric": v.metric, "split": v.split,
                           "layer": v.layer, "coord": v.coord, "value": v.value, "stderr": v.stderr,
                           "params_hash": metric.params_hash, "error": None} for v in first], schema=METRICS.columns)
     METRICS.validate(rows)

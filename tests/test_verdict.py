@@ -146,7 +146,7 @@ def test_recognise_a_zoo_checkpoint(zoo):
     [m] = recognise(load_file(str(ckpt(W16))), [zoo])
     assert m.ok and m.on_grid
     assert (m.zoo, m.root, m.arch) == ("mnist1d-mlp", str(zoo.root), "mlp")
-    assert dict(m.arch_params) == {"width": 16, "depth": 2}
+    assert dict(m.arch_params) == {"width": 16, "depth": 2, "activation": "relu"}  # the zoo's, unseen in shapes
     assert dict(m.knobs) == {"width": 16} and dict(m.nearest) == {"width": 16}  # batch size leaves no trace
 
 

@@ -9,6 +9,7 @@ import streamlit as st
 from analysis.cells import metric_cells, scalar_metrics
 from analysis.phases import Thresholds, classify, default_thresholds, phase_counts
 from analysis.registry import find_output
+from data.tasks import TASKS
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, downloads, image_config, open_cell, pick_epoch
@@ -35,18 +36,19 @@ metric, split, coord = c2.selectbox(
 how = c3.selectbox("Over seeds", ["mean", "min", "max", *[f"seed {s}" for s in spec.seeds]], key="phases_how")
 
 base = default_thresholds(cells)
+units = TASKS[spec.task].units
 with st.expander("Thresholds (reclassify at once)", expanded=False):
     t1, t2, t3 = st.columns(3)
     log_tau = t1.slider(
-        "log₁₀ τ_L (train loss, nats)",
-        -3.0,
+        f"log₁₀ τ_L (train loss{', ' + units['loss'] if units['loss'] else ''})",
+        min(-3.0, math.floor(math.log10(base.train_loss)) - 1.0),  # a PINN's losses reach 1e-5
         1.0,
         round(math.log10(base.train_loss), 2),
         0.01,
         key="phases_tau_loss",
         help=base.provenance.get("train_loss"),
     )
-    eps = t2.slider("ε (mc, % points)", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
+    eps = t2.slider(f"ε (mc, {units['mc']})", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
     tau_c = t3.slider(
         "τ_C (CKA)",
         0.0,
