@@ -33,7 +33,7 @@ chromium:
 # Every target below takes ZOO=<name> (default: the default zoo); `make zoos` regenerates all of them.
 ZOO  ?= mnist1d-mlp
 ZOOS := mnist1d-mlp mnist1d-cnn convection-pinn modadd-transformer
-LANDSCAPE ?= performance,weights,hessian,hessian_trace_exact,cka_*,mc_*,grokking
+LANDSCAPE ?= performance,weights,hessian*,cka_*,mc_*,grokking
 
 # Train a zoo (resumable: rerun after an interruption).
 zoo: $(STAMP)

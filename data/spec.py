@@ -4,9 +4,10 @@
     task = "mnist1d"
     arch = "mlp"
     seeds = [0, 1, 2]
-    [task_params]   n_train, label_noise, data_seed
-    [arch_params]   e.g. depth
-    [training]      epochs, lr, momentum, weight_decay, batch_size, checkpoint_epochs, analysis_epochs
+    [task_params]   the task's own (data.tasks): n_train, label_noise, data_seed; p, train_fraction; beta
+    [arch_params]   e.g. depth, activation, heads
+    [training]      epochs, lr, batch_size, optimizer (sgd | adam | adamw), momentum (sgd), beta2 (adam),
+                    weight_decay, eval_every, checkpoint_epochs, analysis_epochs
     [grid]          knob = [values...]  (each knob is a task, architecture or training parameter)
     [axes.load]         knob = "width",      increases = false  # load falls as capacity grows
     [axes.temperature]  knob = "batch_size", increases = false  # larger batch = colder

@@ -2,14 +2,16 @@
 
 `train_batched` stacks M models of one architecture — different seeds, and different values of paddable
 parameters such as width, zero-padded to the largest — into tensors with a leading model dimension. Each
-model keeps its own initialisation and its own data order; its loss is its own batch mean. A step is
-either written out (`data.stacked_mlp`, for Linear/activation stacks) or autograd over
-`torch.func.vmap(functional_call)` with one torch optimiser (any architecture): the summed loss gives
-every model exactly its own gradient, and SGD (momentum, weight decay) is elementwise, so the stacked update
-is every model's own. The result equals `train_one` up to float summation order.
+model keeps its own initialisation and its own data order; its loss is its own batch mean of the task's
+objective (`data.objectives`). A step is either written out (`data.stacked_mlp`, for SGD on cross-entropy
+Linear/activation stacks) or autograd over `torch.func.vmap(functional_call)` with one torch optimiser
+(any architecture, any objective): the summed loss gives every model exactly its own gradient, and SGD,
+Adam and AdamW are elementwise, so the stacked update is every model's own. The result equals `train_one`
+up to float summation order.
 
-Both kernels log a clean eval-mode re-evaluation of the full train and test splits after every epoch
-(epoch 0 = the initialisation) and return CPU copies of the weights at the requested epochs.
+Both kernels log a clean eval-mode re-evaluation of the full train and test splits after every
+`eval_every`-th epoch, each checkpoint epoch and the last (epoch 0 = the initialisation), and return CPU
+copies of the weights at the requested epochs.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ StateDict = dict[str, torch.Tensor]
 EVAL_CHUNK = 8192  # examples per eval forward pass, bounds memory at M × chunk × width floats
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")  # adam: L2 weight decay in the gradient; adamw: decoupled
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,9 @@ def train_one(model: nn.Module, data: TaskData, cfg: TrainConfig, seed: int, che
     opt = cfg.optimiser(model.parameters())
     gen = torch.Generator().manual_seed(order_seed(seed))
     n, obj = len(data.y_train), data.objective
-    evaluated = lambda: _log(epoch, evaluate(model, data.x_train, data.y_train, obj),
-                             evaluate(model, data.x_test, data.y_test, obj))
-    epoch = 0
-    history = [evaluated()]
+    evaluated = lambda e: _log(e, evaluate(model, data.x_train, data.y_train, obj),
+                               evaluate(model, data.x_test, data.y_test, obj))
+    history = [evaluated(0)]
     ckpts = {0: _cpu_state(model.state_dict())} if 0 in checkpoint_epochs else {}
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -132,7 +133,7 @@ def train_one(model: nn.Module, data: TaskData, cfg: TrainConfig, seed: int, che
             loss.backward()
             opt.step()
         if cfg.logs(epoch, checkpoint_epochs):
-            history.append(evaluated())
+            history.append(evaluated(epoch))
         if epoch in checkpoint_epochs:
             ckpts[epoch] = _cpu_state(model.state_dict())
         on_epoch(steps_per_epoch(n, cfg.batch_size))

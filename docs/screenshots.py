@@ -22,6 +22,10 @@ PAGES = [("", "docs/overview.png", 2, 1100),  # the overview is the default page
          ("phases", "docs/phases.png", 2, 1100), ("cell", "docs/cell.png", 4, 1100),
          ("spectra", "docs/spectra.png", 3, 1100), ("weights", "docs/weights.png", 1, 1100),
          ("downstream", "docs/downstream.png", 5, 2400), ("compare", "docs/compare.png", 3, 1300)]
+# pages of the other built-in zoos, each served with that zoo picked (PHASEZOO_ZOO)
+OTHER_ZOOS = [("modadd-transformer", "", "docs/overview-modadd.png", 3, 1500),  # with the grokking delay
+              ("convection-pinn", "phases", "docs/phases-pinn.png", 2, 1100),
+              ("mnist1d-cnn", "phases", "docs/phases-cnn.png", 2, 1100)]
 
 
 def main() -> None:
@@ -34,6 +38,12 @@ def main() -> None:
                 capture(page, url, path, out, charts)
             page.set_viewport_size({"width": 1500, "height": 2500})
             capture(page, url, "upload", "docs/upload.png", 8, sample_checkpoint())
+            browser.close()
+    for zoo, path, out, charts, height in OTHER_ZOOS:
+        with streamlit_server({"PHASEZOO_ZOO": zoo}) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": height})
+            capture(page, url, path, out, charts)
             browser.close()
 
 
