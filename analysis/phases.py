@@ -39,6 +39,11 @@ class Thresholds:
     provenance: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
+# A training loss below this counts as fitted whatever the grid's smallest: a classifier then puts ≥ 99 % of
+# its probability on its labels on average (−ln 0.99 ≈ 0.01 nats). Without it a grid whose best cells reach
+# ~1e-7 (full-batch AdamW transformers) would call every cell above 1e-6 under-fitted.
+LOSS_FLOOR = 0.01
+
 # Margins within these distances of a threshold flag a cell as near a boundary.
 NEAR = {"train_loss": 0.25, "mc": 1.0, "cka": 0.05}  # decades, % points, CKA units
 
@@ -47,7 +52,8 @@ def default_thresholds(cells: pl.DataFrame, *, mc_eps: float = 1.0) -> Threshold
     """Zoo-relative defaults where the literature gives them:
 
     - τ_L = 10 × the smallest cell training loss: Yang et al. mark the transition by a > 10× fall in
-      training loss (their absolute τ_L ≈ 0.02 nats holds for CIFAR without augmentation only);
+      training loss (their absolute τ_L ≈ 0.02 nats holds for CIFAR without augmentation only); at least
+      LOSS_FLOOR (0.01), below which a model has fitted by any standard;
     - ε = 1 point of training error (science.md §1); for regression zoos, whose mc is in decades of training
       loss, 1 decade (the same tenfold step as τ_L);
     - τ_C = the midpoint of the CKA range over the cells that are well fitted and connected (phase IV):
@@ -57,11 +63,12 @@ def default_thresholds(cells: pl.DataFrame, *, mc_eps: float = 1.0) -> Threshold
     loss = cells["train_loss"].drop_nans().drop_nulls()
     if loss.is_empty():
         raise ValueError("cannot derive τ_L: no cell has a training loss")
-    tau_l = 10.0 * float(loss.min())
+    tau_l = max(10.0 * float(loss.min()), LOSS_FLOOR)
     iv = cells.filter((pl.col("train_loss") <= tau_l) & (pl.col("mc") >= -mc_eps))["cka"].drop_nans().drop_nulls()
     tau_c = 0.5 * (float(iv.min()) + float(iv.max())) if len(iv) else float("nan")
     return Thresholds(tau_l, mc_eps, tau_c, provenance={
-        "train_loss": f"10 × the grid's smallest cell training loss ({loss.min():.3g}; Yang et al. 2021)",
+        "train_loss": f"10 × the grid's smallest cell training loss ({loss.min():.3g}; Yang et al. 2021), "
+                      f"at least {LOSS_FLOOR} (≥ 99 % probability on the labels)",
         "mc": "1 point of training error (science.md §1), or 1 decade of training loss for regression",
         "cka": f"midpoint of the CKA range over {len(iv)} fitted, connected cells (zoo-relative)"})
 

@@ -9,7 +9,7 @@ from dashboard.charts import axis_orders, grid_heatmap
 from dashboard.server import streamlit_server
 from analysis.cells import cell_stats
 from data.spec import parse_spec
-from data.store import Zoo
+from data.store import Zoo, builtin_zoos
 from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC, code_running_pickle
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -258,7 +258,8 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     marker = tmp_path / "pwned"
     evil = code_running_pickle(tmp_path / "evil.pt", marker)
     good = (DEFAULT_ZOO / "checkpoints/width008-batch_size0128-s1/epoch_0300.safetensors").read_bytes()
-    other = save(build_model("cnn1d", (40,), 10, {"width": 8}, seed=0).state_dict())  # no zoo of this family
+    # a 2-layer CNN: the CNN zoo's have 3 layers, so no zoo holds it (data-free report)
+    other = save(build_model("cnn1d", (40,), 10, {"width": 8, "depth": 2}, seed=0).state_dict())
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("views/upload.py").run()
@@ -284,8 +285,9 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
 
 
 def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
-    """The default zoo beside an imported published zoo: a phase map each, the phase fractions of both
-    grids, a shared metric's per-phase distribution in each; a zoo without labels and a bad path are named."""
+    """The built-in zoos beside an imported published zoo: a phase map each, the phase fractions of every
+    grid, a shared metric's per-phase distribution in each zoo that has it; a zoo without labels and a bad
+    path are named."""
     from tests.test_import_ptmz import LANDSCAPE, write_trial
     from data.import_ptmz import import_zoo
 
@@ -304,13 +306,40 @@ def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     assert any("nowhere" in e.value and "spec.toml is missing" in e.value for e in at.error)
     assert any(i.value.startswith("tiny: no phase labels") for i in at.info)
     figs = figures(at)
-    assert len(figs) == 4  # a phase map per labelled zoo, the phase fractions, the per-phase distributions
-    names = [f["layout"]["title"]["text"].split(",")[0] for f in figs[:2]]
-    assert names[0] == "mnist1d-mlp"
-    fractions, by_phase = figs[2:]
+    # a phase map per labelled zoo (the built-in ones and the imported one), the fractions, the distributions
+    expected = {p.name for p in builtin_zoos()} | {Zoo.open(tmp_path / "zoo").name}
+    assert len(figs) == len(expected) + 2
+    names = [f["layout"]["title"]["text"].split(",")[0] for f in figs[:-2]]
+    assert names[0] == "mnist1d-mlp" and set(names) == expected
+    fractions, by_phase = figs[-2:]
     total = {}
     for t in fractions["data"]:
         for zoo, x in zip(t["y"], array(t["x"])):
             total[zoo] = total.get(zoo, 0) + x
     assert total.keys() == set(names) and all(abs(v - 1) < 1e-9 for v in total.values())  # each grid sums to 1
-    assert {t["name"] for t in by_phase["data"]} == set(names) and "test_acc" in by_phase["layout"]["title"]["text"]
+    # test accuracy: every zoo but the regression one (the PINN has none)
+    assert {t["name"] for t in by_phase["data"]} == set(names) - {"convection-pinn"}
+    assert "test_acc" in by_phase["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize("zoo_name", ["mnist1d-cnn", "convection-pinn", "modadd-transformer"])
+def test_every_page_on_the_other_builtin_zoos(zoo_name, monkeypatch):
+    """Each page renders each built-in zoo with content and no exception: a regression zoo shows its test MSE
+    and says why it has no downstream studies; the sequence zoo shows its grokking delay."""
+    monkeypatch.setenv("PHASEZOO_ZOO", zoo_name)
+    charts = {}
+    for page in ("overview", "phases", "cell", "spectra", "weights", "compare", "downstream"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert not at.get("error"), (page, [e.value for e in at.get("error")])
+        charts[page] = figures(at)
+        if page == "downstream" and zoo_name == "convection-pinn":
+            assert "regression zoo" in at.info[0].value
+    assert all(charts[p] for p in ("overview", "phases", "cell", "spectra", "weights", "compare")), \
+        {p: len(f) for p, f in charts.items()}
+    titles = [f["layout"]["title"]["text"] for f in charts["overview"] if "title" in f["layout"]]
+    if zoo_name == "convection-pinn":
+        assert any("Test MSE against the exact solution" in t for t in titles)
+    if zoo_name == "modadd-transformer":
+        assert any("Grokking delay" in t for t in titles)

@@ -64,21 +64,22 @@ fig.update_layout(barmode="stack", title="Fraction of each grid in each phase", 
 fig.update_xaxes(tickformat=".0%", range=[0, 1])
 chart(fig, counts, "compare_fractions")
 
-# metrics every compared zoo has, one value per cell
-common = None
+# per-cell metrics of any compared zoo (a regression zoo has no accuracy; a zoo without the chosen one is named)
+have = {}
 for zoo, epoch, _ in zoos:
     m = load_metrics(zoo.root)
-    have = {tuple(r) for r in scalar_metrics(m.filter(pl.col("epoch") == epoch)).iter_rows()}
-    common = have if common is None else common & have
-options = sorted(common or [])
+    have[zoo.name] = {tuple(r) for r in scalar_metrics(m.filter(pl.col("epoch") == epoch)).iter_rows()}
+options = sorted(set().union(*have.values()))
 if not options:
-    st.info("The chosen zoos share no per-cell metric.")
+    st.info("The chosen zoos have no per-cell metric.")
     st.stop()
 default = next((i for i, o in enumerate(options) if o[0] == "test_acc"), 0)
 metric, split, coord = st.selectbox("Metric", options, index=default, key="compare_metric",
                                     format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else ""))
 frames = []
 for zoo, epoch, labelled in zoos:
+    if (metric, split, coord) not in have[zoo.name]:
+        continue
     axes = [zoo.spec.load.knob, zoo.spec.temperature.knob]
     v = metric_cells(load_metrics(zoo.root), zoo.catalog, zoo.spec, epoch, metric, split, coord)
     frames.append(v.join(labelled.select(*axes, "phase"), on=axes).select("phase", "value", zoo=pl.lit(zoo.name)))
@@ -89,3 +90,5 @@ fig.update_layout(boxmode="group", title=f"{metric} by phase (one point per cell
                   margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h"))
 fig.update_xaxes(categoryorder="array", categoryarray=[*PHASES, UNCLASSIFIED])
 chart(fig, dist, "compare_by_phase")
+if lacking := [name for name, h in have.items() if (metric, split, coord) not in h]:
+    st.caption(f"Without {metric}: {', '.join(lacking)}.")

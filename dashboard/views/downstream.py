@@ -13,6 +13,7 @@ from analysis.phases import classify, default_thresholds
 from dashboard.charts import PHASE_COLOURS, grid_heatmap
 from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, pick_epoch
+from data.tasks import TASKS
 
 # Outputs of downstream studies (science.md §4): prefixes of our own metrics, and the published zoos' keys.
 DOWNSTREAM = ("ensemble_", "average_", "transfer_", "prune_", "wiseft_acc_test_delta", "gitrebasin_acc_test_delta")
@@ -26,6 +27,10 @@ st.title(f"Ensembles & averaging: {zoo.name}")
 epoch = pick_epoch(spec, "downstream_epoch")
 m = load_metrics(zoo.root).filter((pl.col("epoch") == epoch) & pl.col("error").is_null())
 present = sorted(n for n in m["metric"].unique() if n.startswith(DOWNSTREAM))
+if TASKS[spec.task].kind == "regression":
+    st.info("The downstream studies (ensembles of class probabilities, accuracy after averaging, transfer, "
+            f"pruning) need a classifier; {zoo.name} is a regression zoo ({spec.task}), so it has none.")
+    st.stop()
 if not present:
     st.info(
         "No downstream results in this zoo at this epoch. `make downstream` (or `python -m analysis.run ZOO "
