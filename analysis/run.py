@@ -13,6 +13,9 @@ epoch, metric parameters) already stored without error is skipped. A failure is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import platform
 import fnmatch
 import itertools
 import logging
@@ -34,8 +37,9 @@ from data.archs import build_model
 from data.device import resolve_device
 from data.tasks import TASKS
 from data.schema import METRICS
-from data.store import METRICS_FILE, TableLog, Zoo, ZooError, read_metrics, writer_lock
-from data.workers import run_unordered
+from data.store import METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, writer_lock
+from data.workers import (LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args, ray_slots,
+                          run_unordered)
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -157,11 +161,93 @@ class RunReport:
     seconds: float  # wall clock
     busy: float = 0.0  # compute seconds summed over tasks (all workers)
     cells: int = 0  # grid cells whose models were computed
+    estimate: MetricEstimate | None = None  # printed before the run started
 
     def __str__(self) -> str:
         per_cell = f", {self.busy / self.cells:.1f} s of compute per cell" if self.cells and self.tasks else ""
         return (f"{self.tasks} tasks, {self.rows} rows, {self.failures} failures in {self.seconds:.1f} s"
                 + per_cell)
+
+
+@dataclass(frozen=True)
+class MetricEstimate:
+    """Per-metric cost measured on the costliest model (or pair, or cell) needing it, and the predicted
+    wall time of the whole run (each task's metrics scaled by its models' parameter count)."""
+
+    per_metric: dict[str, tuple[float, str, int]]  # metric -> (seconds, where measured, its parameters)
+    seconds: float
+    workers: int
+
+    def __str__(self) -> str:
+        lines = [f"  {name:20s} {s:7.2f} s on {where} ({n:,} parameters)"
+                 for name, (s, where, n) in self.per_metric.items()]
+        return "\n".join(["estimate: per-metric cost measured here", *lines,
+                          f"  → about {_duration(self.seconds)} on {self.workers} worker(s)"])
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
+             ) -> tuple[MetricEstimate, list[dict], list[Task]]:
+    """Measure each metric once, on the first (costliest) task that needs it, in this process with one
+    thread as in a worker; predict every task's time from the measured costs scaled by parameter count.
+
+    Returns the estimate, the rows computed while measuring (kept: they are real results) and the tasks
+    left to run (the measured metrics removed from their tasks)."""
+    size = dict(zoo.catalog.group_by("model_id").agg(pl.col("n_params").first()).iter_rows())
+    measured: dict[str, tuple[float, str, int]] = {}
+    rows: list[dict] = []
+    left = list(tasks)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i, task in enumerate(tasks):
+            for m in task.metrics:
+                if m.name in measured:
+                    continue
+                rows_m, secs = timed_compute(str(zoo.root), dataclasses.replace(task, metrics=(m,)), device)
+                rows += rows_m
+                measured[m.name] = (secs, " & ".join(task.ids), size[task.ids[0]])
+                left[i] = dataclasses.replace(left[i], metrics=tuple(x for x in left[i].metrics if x.name != m.name))
+    finally:
+        torch.set_num_threads(threads)
+    record_costs(zoo.root, measured)
+    predicted = [sum(measured[m.name][0] * size[t.ids[0]] / measured[m.name][2] for m in t.metrics)
+                 for t in left if t.metrics]
+    loads = [0.0] * workers
+    for t in sorted(predicted, reverse=True):
+        loads[loads.index(min(loads))] += t
+    return MetricEstimate(measured, max(loads), workers), rows, [t for t in left if t.metrics]
+
+
+COSTS_FILE = "costs.json"  # per-metric costs measured on this zoo, for estimates (the dashboard's too)
+
+
+def record_costs(root: Path, measured: dict[str, tuple[float, str, int]]) -> None:
+    """Merge measured per-metric costs into <zoo>/costs.json (atomic): seconds, on what, its parameter count,
+    and the machine — an estimate from another machine is labelled as such."""
+    costs = read_costs(root)
+    when = time.strftime("%Y-%m-%d")
+    for name, (secs, where, n) in measured.items():
+        costs[name] = {"seconds": round(secs, 4), "n_params": n, "measured_on": where, "host": platform.node(),
+                       "date": when}
+    atomic_write(Path(root) / COSTS_FILE, lambda tmp: tmp.write_text(json.dumps(costs, indent=1, sort_keys=True)))
+
+
+def read_costs(root: Path) -> dict[str, dict]:
+    path = Path(root) / COSTS_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # unreadable: no estimate, never an error
+
+
+def predicted_seconds(costs: dict[str, dict], metric: str, n_params: int) -> float | None:
+    """A metric's cost on a model of `n_params`, scaled linearly from where it was measured; None if never."""
+    c = costs.get(metric)
+    return None if c is None else c["seconds"] * n_params / max(c["n_params"], 1)
 
 
 def timed_compute(root: str, task: Task, device: str = "cpu") -> tuple[list[dict], float]:
@@ -191,7 +277,7 @@ def zoo_metric(zoo: Zoo, metric: Metric) -> Metric:
 
 def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | None = None,
         models: str = "*", workers: int | None = None, device: str = "cpu", progress: bool = True,
-        flush_every: float = 5.0) -> RunReport:
+        flush_every: float = 5.0, executor: Executor = LOCAL, estimate_only: bool = False) -> RunReport:
     t0 = time.perf_counter()
     zoo = Zoo.open(root)
     resolve_device(device)
@@ -212,17 +298,35 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         ok = table.filter(pl.col("error").is_null())
         done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
         tasks = plan(zoo, metrics, epochs, ids, done)
+        if estimate_only and not tasks:  # all done: measure a full recompute (its rows are not written again)
+            est, _, _ = estimate(zoo, plan(zoo, metrics, epochs, ids, set()), workers or os.cpu_count() or 1, device)
+            log.info("%s", est)
+            return RunReport(0, 0, 0, time.perf_counter() - t0, 0.0, 0, est)
         writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
                           key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
-        n_rows = n_fail = 0
-        busy = 0.0
         workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-        log.info("%s: %d tasks (%s) over %d models at epochs %s on %d worker(s)", zoo.name, len(tasks),
-                 ", ".join(m.name for m in metrics), len(ids), epochs, workers)
+        slots = workers if executor.kind == "local" else ray_slots(executor, workers)
+        log.info("%s: %d tasks (%s) over %d models at epochs %s on %d %s", zoo.name, len(tasks),
+                 ", ".join(m.name for m in metrics), len(ids), epochs, slots,
+                 "worker(s)" if executor.kind == "local" else "Ray task slot(s)")
+        n_tasks, busy, n_rows, n_fail, est = len(tasks), 0.0, 0, 0, None
+        if tasks:  # measure each metric once (its rows are real results: kept), then predict the rest
+            t_est = time.perf_counter()
+            est, rows, tasks = estimate(zoo, tasks, slots, device)
+            busy += time.perf_counter() - t_est
+            log.info("%s", est)
+            writer.add(pl.DataFrame(rows, schema=METRICS.columns))
+            n_rows, n_fail = len(rows), sum(r["error"] is not None for r in rows)
+        if estimate_only:
+            writer.flush()
+            return RunReport(n_tasks, n_rows, n_fail, time.perf_counter() - t0, busy, 0, est)
         bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
         try:
+            name = lambda i: (f"{'/'.join(m.name for m in tasks[i].metrics)} on {' & '.join(tasks[i].ids)} "
+                              f"at epoch {tasks[i].epoch}")
             for _, (rows, secs) in run_unordered(timed_compute, [(str(zoo.root), t, device) for t in tasks],
-                                                 workers=workers, initializer=_init_worker):
+                                                 workers=workers, initializer=_init_worker, executor=executor,
+                                                 describe=name):
                 busy += secs
                 writer.add(pl.DataFrame(rows, schema=METRICS.columns))
                 n_rows += len(rows)
@@ -232,7 +336,7 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
             writer.flush()
             bar.close()
     cells = len({zoo.configs[i].knobs for t in tasks for i in t.ids})
-    return RunReport(len(tasks), n_rows, n_fail, time.perf_counter() - t0, busy, cells)
+    return RunReport(n_tasks, n_rows, n_fail, time.perf_counter() - t0, busy, cells, est)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS")
     ap.add_argument("--list", action="store_true", help="list the registered metrics and exit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--estimate", action="store_true",
+                    help="measure each metric once (its rows are kept), print the estimate and exit")
+    add_executor_args(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -260,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = resolve_metrics([p for p in args.metrics.split(",") if p])
         epochs = ([Zoo.open(args.zoo).spec.analysis_epochs[-1]] if args.epochs == "last"
                   else [int(e) for e in args.epochs.split(",") if e])
-        rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet, args.flush_every)
-    except (MetricError, ZooError, ValueError, OSError) as e:
+        rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet, args.flush_every,
+                  executor_from_args(args), args.estimate)
+    except (MetricError, ZooError, ExecutorError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.zoo}: {rep}")

@@ -47,7 +47,7 @@ from analysis.phase_classifier import FEATURES, make_classifier, model_features,
 from analysis.phases import NEEDED, UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from analysis.recognise import ZooMatch, match_zoo, nearest_value, recognise
 from analysis.registry import ModelInput, get_metric
-from analysis.run import metric_rows, zoo_metric
+from analysis.run import metric_rows, predicted_seconds, read_costs, zoo_metric
 from analysis.weights import weight_report
 from data.archs import build_model
 from data.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint
@@ -156,6 +156,22 @@ def metric_task(root: str, epoch: int, arch_params: Mapping, models: Sequence[tu
     chosen = [m for m in chosen if m.applies_to(inputs[0].model, TASKS[zoo.spec.task].kind)]
     base = {"model_id": UPLOAD, "other_id": inputs[1].model_id if len(inputs) > 1 else None, "epoch": epoch}
     return metric_rows(chosen, inputs, base, " & ".join(m[1] for m in models))
+
+
+def upload_estimate(zoo: Zoo) -> tuple[float, float, str] | None:
+    """Seconds of compute for one upload of the zoo's smallest and largest model, predicted from the costs
+    `analysis.run` measured on this zoo (costs.json; scaled by parameter count), and where they were measured;
+    None before any were measured. The pairs are the seeds of a cell."""
+    costs = read_costs(zoo.root)
+    own, paired = (*QUICK, HESSIAN[0]), PAIRS
+    if any(m not in costs for m in (*own, *paired) if m != "hessian_trace_exact"):  # that one: ReLU MLPs only
+        return None
+
+    def total(n: int) -> float:
+        return (sum(predicted_seconds(costs, m, n) or 0.0 for m in own)
+                + len(zoo.spec.seeds) * sum(predicted_seconds(costs, m, n) for m in paired))
+    sizes = zoo.catalog["n_params"]
+    return total(int(sizes.min())), total(int(sizes.max())), costs[HESSIAN[0]]["host"]
 
 
 # ----------------------------------------------------------------------------- the zoo side (cached per zoo state)

@@ -32,8 +32,10 @@ from data.spec import ModelConfig, ZooSpec
 from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries,
                         write_checkpoint, writer_lock)
 from data.tasks import TaskData, load_task
-from data.workers import CONTEXT, run_unordered
-from data.train import TrainConfig, TrainResult, steps_per_epoch, train_batched, train_one
+from data.workers import (CONTEXT, LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args,
+                          ray_slots, run_unordered)
+from data.train import (TrainConfig, TrainResult, seconds_per_eval, seconds_per_step, steps_per_epoch, train_batched,
+                        train_one)
 
 log = logging.getLogger("phasezoo.generate")
 
@@ -116,6 +118,61 @@ def train_group(spec: ZooSpec, configs: Sequence[ModelConfig], device: str) -> l
     return train_batched(models, data, cfg, [c.seed for c in configs], spec.checkpoint_epochs, report)
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """The cost of a run before it starts, from every group's steps and evaluations timed here."""
+
+    models: int
+    epochs: int
+    steps: int  # optimiser steps over all groups
+    step_seconds: tuple[float, float]  # measured per step: the fastest and the slowest group
+    seconds: float  # estimated wall time on `workers` workers (longest first)
+    workers: int
+
+    def __str__(self) -> str:
+        lo, hi = (f"{s * 1e3:.2f} ms" for s in self.step_seconds)
+        return (f"estimate: {self.models} models × {self.epochs} epochs = {self.steps:,} steps; measured here "
+                f"{lo}–{hi} per step → about {_duration(self.seconds)} on {self.workers} worker(s)")
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _time_group(spec: ZooSpec, g: Group, dev) -> tuple[float, float]:
+    """(seconds per optimiser step, seconds per evaluation of both splits) of one group, measured."""
+    data = _task(spec.task, g.configs[0].task_params).to(dev)
+    cfg = TrainConfig.from_training(g.configs[0].get("training"))
+    models = [build_model(spec.arch, data.input_shape, data.n_classes, c.get("arch_params"), seed=c.seed).to(dev)
+              for c in g.configs]
+    return seconds_per_step(models, data, cfg, steps=3, warmup=1), seconds_per_eval(models, data)
+
+
+def estimate(spec: ZooSpec, groups: Sequence[Group], workers: int, device: str = "cpu") -> Estimate:
+    """Time a few steps and one evaluation of every group on `device` (one thread, as in a worker), predict
+    each group's time (steps × step + logged epochs × evaluation), and schedule them longest first on
+    `workers` workers. Measured in seconds for zoos of hundreds of small models; a GPU cluster runs faster
+    than this machine's estimate."""
+    dev = resolve_device(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        timed = [_time_group(spec, g, dev) for g in groups]
+    finally:
+        torch.set_num_threads(threads)
+    per_group = []
+    for g, (step_s, eval_s) in zip(groups, timed):
+        cfg = TrainConfig.from_training(g.configs[0].get("training"))
+        evals = sum(1 for e in range(cfg.epochs + 1) if e == 0 or cfg.logs(e, spec.checkpoint_epochs))
+        per_group.append(g.steps * step_s + evals * eval_s)
+    loads = [0.0] * workers
+    for t in sorted(per_group, reverse=True):  # longest first onto the least loaded worker
+        loads[loads.index(min(loads))] += t
+    steps = [s for s, _ in timed]
+    return Estimate(sum(len(g.configs) for g in groups), spec.training["epochs"], sum(g.steps for g in groups),
+                    (min(steps), max(steps)), max(loads), workers)
+
+
 # ----------------------------------------------------------------------------- main process
 def catalog_rows(spec: ZooSpec, cfg: ModelConfig, result: TrainResult, paths: dict[int, str],
                  n: int) -> pl.DataFrame:
@@ -132,10 +189,12 @@ class GenerateReport:
     skipped: int
     groups: int
     seconds: float
+    estimate: Estimate | None = None  # printed before the run started
 
 
 def generate(spec_path: str | Path, out: str | Path, workers: int | None = None, device: str = "auto",
-             batched: bool = True, progress: bool = True, flush_every: float = 5.0) -> GenerateReport:
+             batched: bool = True, progress: bool = True, flush_every: float = 5.0,
+             executor: Executor = LOCAL, estimate_only: bool = False) -> GenerateReport:
     t0 = time.perf_counter()
     try:
         spec_text = Path(spec_path).read_text()
@@ -145,11 +204,12 @@ def generate(spec_path: str | Path, out: str | Path, workers: int | None = None,
     spec = init_zoo_dir(root, spec_text)
     resolve_device(device)  # fail now, not in a worker, if CUDA is asked for and absent
     with writer_lock(root):
-        return _generate(root, spec, workers, device, batched, progress, flush_every, t0)
+        return _generate(root, spec, workers, device, batched, progress, flush_every, t0, executor, estimate_only)
 
 
 def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batched: bool, progress: bool,
-              flush_every: float, t0: float) -> GenerateReport:
+              flush_every: float, t0: float, executor: Executor = LOCAL,
+              estimate_only: bool = False) -> GenerateReport:
     if n := remove_stale_temporaries(root):
         log.info("removed %d temporary file(s) left by an interrupted run", n)
     catalog = read_catalog(root, spec, missing_ok=True)
@@ -159,22 +219,35 @@ def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batch
         return GenerateReport(0, len(done), 0, 0.0)
     groups = plan_groups(spec, pending, batched)
     workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
-    log.info("%s: %d models to train (%d already done) in %d groups on %d worker(s)",
-             spec.name, len(pending), len(done), len(groups), workers)
-    steps_q = CONTEXT.Queue()
+    slots = workers if executor.kind == "local" else ray_slots(executor, workers)
+    log.info("%s: %d models to train (%d already done) in %d groups on %d %s",
+             spec.name, len(pending), len(done), len(groups), slots,
+             "worker(s)" if executor.kind == "local" else "Ray task slot(s)")
+    est = estimate(spec, groups, min(slots, len(groups)), device)
+    log.info("%s", est)
+    if estimate_only:
+        return GenerateReport(0, len(done), len(groups), time.perf_counter() - t0, est)
+    local = executor.kind == "local"
+    steps_q = CONTEXT.Queue() if local else None  # Ray workers on other machines: progress per finished group
     bar = tqdm(total=sum(g.steps for g in groups), unit="step", disable=not progress, smoothing=0.05,
                desc=f"{spec.name}: {len(pending)} models", file=sys.stderr)
     writer = _Writer(root, spec, catalog, flush_every)
+    name = lambda i: (f"training group {i + 1}/{len(groups)} ({groups[i].configs[0].model_id}"
+                      + (f" and {len(groups[i].configs) - 1} more)" if len(groups[i].configs) > 1 else ")"))
     try:
         for i, results in run_unordered(train_group, [(spec, g.configs, device) for g in groups], workers=workers,
                                         initializer=_init_worker, initargs=(steps_q, dict(_TASKS)),
-                                        on_tick=lambda: _drain(steps_q, bar)):
+                                        on_tick=lambda: _drain(steps_q, bar) if local else None,
+                                        executor=executor, describe=name):
             writer.add(groups[i], results)
+            if not local:
+                bar.update(groups[i].steps)
     finally:
         writer.flush()  # keep every finished group, also when another one failed
-        _drain(steps_q, bar)
+        if local:
+            _drain(steps_q, bar)
         bar.close()
-    return GenerateReport(len(pending), len(done), len(groups), time.perf_counter() - t0)
+    return GenerateReport(len(pending), len(done), len(groups), time.perf_counter() - t0, est)
 
 
 def _drain(q, bar: tqdm) -> None:
@@ -217,14 +290,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS",
                     help="rewrite the catalog at most this often: the finished work a kill can cost (default 5)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--estimate", action="store_true", help="print the cost estimate and exit without training")
+    add_executor_args(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet,
-                       args.flush_every)
-    except (SpecError, ZooError, ValueError, OSError) as e:
+                       args.flush_every, executor_from_args(args), args.estimate)
+    except (SpecError, ZooError, ExecutorError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.estimate:
+        return 0
     print(f"{args.out}: trained {rep.trained} models in {rep.groups} groups in {rep.seconds:.1f} s "
           f"({rep.skipped} already done)")
     return 0

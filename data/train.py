@@ -16,6 +16,7 @@ copies of the weights at the requested epochs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import time
 from dataclasses import dataclass
 
 import torch
@@ -268,3 +269,51 @@ def train_batched(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig,
         keep(epoch)
         on_epoch(steps_per_epoch(n, B))
     return [TrainResult(tuple(h), c) for h, c in zip(histories, ckpts)]
+
+
+def seconds_per_step(models: Sequence[nn.Module], data: TaskData, cfg: TrainConfig, steps: int = 5,
+                     warmup: int = 2) -> float:
+    """Measured wall seconds of one training step of these models trained together (the generator's cost
+    estimate); random batches, the models' weights are moved by the steps (pass throwaway copies)."""
+
+    batched = len(models) > 1 and not any(dict(m.named_buffers()) for m in models)
+    n, B = len(data.y_train), min(cfg.batch_size, len(data.y_train))
+    gen = torch.Generator().manual_seed(0)
+    if batched:
+        step = _make_step(BatchedModels(models), cfg, data.objective)
+
+        def run():
+            idx = torch.randint(0, n, (len(models), B), generator=gen).to(data.x_train.device)  # [M, B]
+            step(data.x_train[idx], data.y_train[idx])
+    else:
+        opts = [cfg.optimiser(m.parameters()) for m in models]
+
+        def run():
+            for m, opt in zip(models, opts):
+                idx = torch.randint(0, n, (B,), generator=gen).to(data.x_train.device)
+                loss = data.objective.loss(m, data.x_train[idx], data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    for _ in range(warmup):
+        run()
+    t = time.perf_counter()
+    for _ in range(steps):
+        run()
+    return (time.perf_counter() - t) / steps
+
+
+def seconds_per_eval(models: Sequence[nn.Module], data: TaskData) -> float:
+    """Measured wall seconds of one logged evaluation (both full splits) of these models, as training does."""
+
+    batched = len(models) > 1 and not any(dict(m.named_buffers()) for m in models)
+    t = time.perf_counter()
+    if batched:
+        batch = BatchedModels(models)
+        for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+            batch.evaluate(x, y, data.objective)
+    else:
+        for m in models:
+            for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+                evaluate(m, x, y, data.objective)
+    return time.perf_counter() - t

@@ -14,7 +14,7 @@ from analysis.cells import cell_models
 from analysis.embed import read_embeddings
 from analysis.phases import classify, default_thresholds
 from analysis.spectra import esd_curves
-from analysis.verdict import Refused, Report, analyse, process_pool, summary
+from analysis.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
 from dashboard.charts import PHASE_COLOURS, density_chart, evidence_strip, mark, phase_map, phase_probabilities
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, downloads, image_config
@@ -42,6 +42,9 @@ st.caption(
     f"architecture family ({spec.arch} on {spec.task}) is measured on the zoo's task and classified; any other "
     "gets the data-free weight report. Several uploads of one configuration are paired with each other."
 )
+if (cost := upload_estimate(zoo)) is not None:
+    st.caption(f"Estimated compute per upload: {cost[0]:.0f}–{cost[1]:.0f} s for this zoo's smallest to largest "
+               f"model (per-metric costs measured by `analysis.run` on {cost[2]}; two workers share it).")
 files = st.file_uploader("Checkpoints", accept_multiple_files=True, key="upload_files")
 revealed = set(arch_def(spec.arch).params)  # architecture parameters are read off the tensor shapes
 hidden = [k for k in spec.grid if k not in revealed]

@@ -1,0 +1,116 @@
+"""Throughput of the executors against the number of workers, side by side in one run: a small CNN zoo
+generated and its landscape metrics computed with the local process pool and with a local Ray, each on 1
+and 2 workers (CPUs). Prints models/min and tasks/min and the ratios to one local worker; also one
+ResNet-18 training step on this CPU, for the worked estimate of a published-size zoo (README).
+
+    python bench/bench_ray.py
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPEC = """
+name = "bench-ray"
+task = "mnist1d"
+arch = "cnn1d"
+seeds = [0, 1, 2]
+[task_params]
+n_train = 1000
+label_noise = 0.1
+[arch_params]
+depth = 2
+[training]
+epochs = 15
+lr = 0.05
+momentum = 0.9
+batch_size = 64
+analysis_epochs = [15]
+[grid]
+width = [8, 16]
+batch_size = [32, 64, 128, 256]
+[axes.load]
+knob = "width"
+increases = false
+[axes.temperature]
+knob = "batch_size"
+increases = false
+"""
+METRICS = ["performance", "weights", "cka_logits_test", "mc_linear"]
+
+
+def one(kind: str, workers: int, tmp: Path) -> tuple[float, float, int, int]:
+    import ray
+
+    from analysis.run import resolve_metrics, run
+    from data.generate import generate
+    from data.workers import Executor
+
+    ex = Executor(kind)
+    if kind == "ray":
+        ray.shutdown()  # a fresh local Ray with `workers` CPUs
+    out = tmp / f"{kind}{workers}"
+    t = time.perf_counter()
+    g = generate(tmp / "spec.toml", out, workers=workers, progress=False, executor=ex)
+    t_gen = time.perf_counter() - t
+    t = time.perf_counter()
+    r = run(out, resolve_metrics(METRICS), workers=workers, progress=False, executor=ex)
+    return t_gen, time.perf_counter() - t, g.trained, r.tasks
+
+
+def resnet_step() -> float:
+    """Seconds of one SGD step of a ResNet-18 (width 64) on a CIFAR-sized batch of 128, on this CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    from data.resnet import resnet18_width
+
+    torch.set_num_threads(2)
+    model = resnet18_width((3, 32, 32), 10, width=64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    for i in range(4):
+        if i == 1:
+            t = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return (time.perf_counter() - t) / 3
+
+
+def main() -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    (tmp / "spec.toml").write_text(SPEC)
+    rows = []
+    try:
+        for kind in ("local", "ray"):
+            for workers in (1, 2):
+                rows.append((kind, workers, *one(kind, workers, tmp)))
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    base_g, base_m = rows[0][2], rows[0][3]
+    print(f"{'executor':8s} {'workers':>7s} {'train':>9s} {'models/min':>10s} {'×':>5s} {'metrics':>9s} "
+          f"{'tasks/min':>9s} {'×':>5s}")
+    for kind, w, tg, tm, n_models, n_tasks in rows:
+        print(f"{kind:8s} {w:7d} {tg:8.1f}s {60 * n_models / tg:10.1f} {base_g / tg:5.2f} {tm:8.1f}s "
+              f"{60 * n_tasks / tm:9.1f} {base_m / tm:5.2f}")
+    step = resnet_step()
+    steps = 192 * 150 * -(-50_000 // 128)
+    print(f"ResNet-18 (width 64), batch 128, one SGD step on this CPU (2 threads): {step:.2f} s; a 192-model "
+          f"150-epoch CIFAR-10 zoo is {steps:,} steps = {steps * step / 3600 / 24:.0f} CPU-days here")
+
+
+if __name__ == "__main__":
+    main()
