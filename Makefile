@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_hessian.py
 	$(PYTHON) bench/bench_dashboard.py
 	$(PYTHON) bench/bench_upload.py
+	$(PYTHON) bench/bench_ray.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py

@@ -171,16 +171,16 @@ class RunReport:
 
 @dataclass(frozen=True)
 class MetricEstimate:
-    """Per-metric cost measured on the costliest model (or pair, or cell) needing it, and the predicted
-    wall time of the whole run (each task's metrics scaled by its models' parameter count)."""
+    """Per-metric costs measured on the costliest and the cheapest model (or pair, or cell) needing each
+    metric, and the predicted wall time of the whole run (each task's cost interpolated in parameter count)."""
 
-    per_metric: dict[str, tuple[float, str, int]]  # metric -> (seconds, where measured, its parameters)
+    per_metric: dict[str, list[tuple[float, str, int]]]  # metric -> [(seconds, where measured, its parameters)]
     seconds: float
     workers: int
 
     def __str__(self) -> str:
-        lines = [f"  {name:20s} {s:7.2f} s on {where} ({n:,} parameters)"
-                 for name, (s, where, n) in self.per_metric.items()]
+        lines = [f"  {name:20s} " + ", ".join(f"{s:.2f} s on {where} ({n:,} parameters)" for s, where, n in pts)
+                 for name, pts in self.per_metric.items()]
         return "\n".join(["estimate: per-metric cost measured here", *lines,
                           f"  → about {_duration(self.seconds)} on {self.workers} worker(s)"])
 
@@ -191,31 +191,35 @@ def _duration(s: float) -> str:
 
 def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
              ) -> tuple[MetricEstimate, list[dict], list[Task]]:
-    """Measure each metric once, on the first (costliest) task that needs it, in this process with one
-    thread as in a worker; predict every task's time from the measured costs scaled by parameter count.
+    """Measure each metric on the costliest and on the cheapest task that needs it (tasks come longest
+    first), in this process with one thread as in a worker; predict every other task's time by
+    interpolating in parameter count (small models cost mostly fixed overhead, large ones arithmetic).
 
     Returns the estimate, the rows computed while measuring (kept: they are real results) and the tasks
     left to run (the measured metrics removed from their tasks)."""
     size = dict(zoo.catalog.group_by("model_id").agg(pl.col("n_params").first()).iter_rows())
-    measured: dict[str, tuple[float, str, int]] = {}
+    picks = {}  # metric name -> indices of its costliest and cheapest task
+    for i, task in enumerate(tasks):
+        for m in task.metrics:
+            picks.setdefault(m.name, [i, i])[1] = i
+    measured: dict[str, list[tuple[float, str, int]]] = {}
     rows: list[dict] = []
     left = list(tasks)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for i, task in enumerate(tasks):
-            for m in task.metrics:
-                if m.name in measured:
-                    continue
-                rows_m, secs = timed_compute(str(zoo.root), dataclasses.replace(task, metrics=(m,)), device)
+        for name, idx in picks.items():
+            for i in dict.fromkeys(idx):  # one task when the metric has only one
+                m = next(x for x in left[i].metrics if x.name == name)
+                rows_m, secs = timed_compute(str(zoo.root), dataclasses.replace(tasks[i], metrics=(m,)), device)
                 rows += rows_m
-                measured[m.name] = (secs, " & ".join(task.ids), size[task.ids[0]])
-                left[i] = dataclasses.replace(left[i], metrics=tuple(x for x in left[i].metrics if x.name != m.name))
+                measured.setdefault(name, []).append((secs, " & ".join(tasks[i].ids), size[tasks[i].ids[0]]))
+                left[i] = dataclasses.replace(left[i], metrics=tuple(x for x in left[i].metrics if x.name != name))
     finally:
         torch.set_num_threads(threads)
     record_costs(zoo.root, measured)
-    predicted = [sum(measured[m.name][0] * size[t.ids[0]] / measured[m.name][2] for m in t.metrics)
-                 for t in left if t.metrics]
+    costs = read_costs(zoo.root)
+    predicted = [sum(predicted_seconds(costs, m.name, size[t.ids[0]]) for m in t.metrics) for t in left if t.metrics]
     loads = [0.0] * workers
     for t in sorted(predicted, reverse=True):
         loads[loads.index(min(loads))] += t
@@ -225,14 +229,14 @@ def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
 COSTS_FILE = "costs.json"  # per-metric costs measured on this zoo, for estimates (the dashboard's too)
 
 
-def record_costs(root: Path, measured: dict[str, tuple[float, str, int]]) -> None:
-    """Merge measured per-metric costs into <zoo>/costs.json (atomic): seconds, on what, its parameter count,
+def record_costs(root: Path, measured: dict[str, list[tuple[float, str, int]]]) -> None:
+    """Merge measured per-metric costs into <zoo>/costs.json (atomic): (parameters, seconds) points, where,
     and the machine — an estimate from another machine is labelled as such."""
     costs = read_costs(root)
     when = time.strftime("%Y-%m-%d")
-    for name, (secs, where, n) in measured.items():
-        costs[name] = {"seconds": round(secs, 4), "n_params": n, "measured_on": where, "host": platform.node(),
-                       "date": when}
+    for name, pts in measured.items():
+        costs[name] = {"points": sorted([n, round(s, 4)] for s, _, n in pts),
+                       "measured_on": [w for _, w, _ in pts], "host": platform.node(), "date": when}
     atomic_write(Path(root) / COSTS_FILE, lambda tmp: tmp.write_text(json.dumps(costs, indent=1, sort_keys=True)))
 
 
@@ -245,9 +249,15 @@ def read_costs(root: Path) -> dict[str, dict]:
 
 
 def predicted_seconds(costs: dict[str, dict], metric: str, n_params: int) -> float | None:
-    """A metric's cost on a model of `n_params`, scaled linearly from where it was measured; None if never."""
+    """A metric's cost on a model of `n_params`: the line through its measured (parameters, seconds) points
+    (one point: proportional), never below the cheapest measurement; None if never measured."""
     c = costs.get(metric)
-    return None if c is None else c["seconds"] * n_params / max(c["n_params"], 1)
+    if c is None:
+        return None
+    (n0, s0), (n1, s1) = c["points"][0], c["points"][-1]
+    if n1 == n0:
+        return s1 * n_params / max(n1, 1)
+    return max(s0 + (s1 - s0) * (n_params - n0) / (n1 - n0), min(s0, s1))
 
 
 def timed_compute(root: str, task: Task, device: str = "cpu") -> tuple[list[dict], float]:
@@ -297,11 +307,11 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         table = read_metrics(zoo.root)
         ok = table.filter(pl.col("error").is_null())
         done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
-        tasks = plan(zoo, metrics, epochs, ids, done)
-        if estimate_only and not tasks:  # all done: measure a full recompute (its rows are not written again)
+        if estimate_only:  # what a full recompute would cost; the measuring rows are not written
             est, _, _ = estimate(zoo, plan(zoo, metrics, epochs, ids, set()), workers or os.cpu_count() or 1, device)
             log.info("%s", est)
             return RunReport(0, 0, 0, time.perf_counter() - t0, 0.0, 0, est)
+        tasks = plan(zoo, metrics, epochs, ids, done)
         writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
                           key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
         workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
@@ -317,9 +327,6 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
             log.info("%s", est)
             writer.add(pl.DataFrame(rows, schema=METRICS.columns))
             n_rows, n_fail = len(rows), sum(r["error"] is not None for r in rows)
-        if estimate_only:
-            writer.flush()
-            return RunReport(n_tasks, n_rows, n_fail, time.perf_counter() - t0, busy, 0, est)
         bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc=f"{zoo.name} metrics", file=sys.stderr)
         try:
             name = lambda i: (f"{'/'.join(m.name for m in tasks[i].metrics)} on {' & '.join(tasks[i].ids)} "
@@ -352,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the registered metrics and exit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--estimate", action="store_true",
-                    help="measure each metric once (its rows are kept), print the estimate and exit")
+                    help="measure each metric once, print what computing all of them costs, and exit (no rows)")
     add_executor_args(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,7 +1,8 @@
 """Throughput of the executors against the number of workers, side by side in one run: a small CNN zoo
-generated and its landscape metrics computed with the local process pool and with a local Ray, each on 1
-and 2 workers (CPUs). Prints models/min and tasks/min and the ratios to one local worker; also one
-ResNet-18 training step on this CPU, for the worked estimate of a published-size zoo (README).
+generated and its metrics computed with the local process pool and with a local Ray, each on 1 and 2
+workers (CPUs). Prints models/min and tasks/min and the ratios to one local worker (a local Ray's start-up,
+printed apart, is not in them; the pool's start-up is); also one ResNet-18 training step on this CPU, for
+the worked estimate of a published-size zoo (README).
 
     python bench/bench_ray.py
 """
@@ -27,11 +28,11 @@ label_noise = 0.1
 [arch_params]
 depth = 2
 [training]
-epochs = 15
+epochs = 40
 lr = 0.05
 momentum = 0.9
 batch_size = 64
-analysis_epochs = [15]
+analysis_epochs = [40]
 [grid]
 width = [8, 16]
 batch_size = [32, 64, 128, 256]
@@ -41,27 +42,33 @@ increases = false
 [axes.temperature]
 knob = "batch_size"
 increases = false
+[metrics.mc_bezier]
+epochs = 20
 """
-METRICS = ["performance", "weights", "cka_logits_test", "mc_linear"]
+METRICS = ["performance", "weights", "cka_logits_test", "mc_linear", "mc_bezier"]
 
 
-def one(kind: str, workers: int, tmp: Path) -> tuple[float, float, int, int]:
+def one(kind: str, workers: int, tmp: Path) -> tuple[float, float, int, int, float]:
     import ray
 
     from analysis.run import resolve_metrics, run
     from data.generate import generate
-    from data.workers import Executor
+    from data.workers import Executor, ray_connect
 
     ex = Executor(kind)
+    start = 0.0
     if kind == "ray":
         ray.shutdown()  # a fresh local Ray with `workers` CPUs
+        t = time.perf_counter()
+        ray_connect(ex, workers)
+        start = time.perf_counter() - t
     out = tmp / f"{kind}{workers}"
     t = time.perf_counter()
     g = generate(tmp / "spec.toml", out, workers=workers, progress=False, executor=ex)
     t_gen = time.perf_counter() - t
     t = time.perf_counter()
     r = run(out, resolve_metrics(METRICS), workers=workers, progress=False, executor=ex)
-    return t_gen, time.perf_counter() - t, g.trained, r.tasks
+    return t_gen, time.perf_counter() - t, g.trained, r.tasks, start
 
 
 def resnet_step() -> float:
@@ -103,9 +110,9 @@ def main() -> None:
     base_g, base_m = rows[0][2], rows[0][3]
     print(f"{'executor':8s} {'workers':>7s} {'train':>9s} {'models/min':>10s} {'×':>5s} {'metrics':>9s} "
           f"{'tasks/min':>9s} {'×':>5s}")
-    for kind, w, tg, tm, n_models, n_tasks in rows:
+    for kind, w, tg, tm, n_models, n_tasks, start in rows:
         print(f"{kind:8s} {w:7d} {tg:8.1f}s {60 * n_models / tg:10.1f} {base_g / tg:5.2f} {tm:8.1f}s "
-              f"{60 * n_tasks / tm:9.1f} {base_m / tm:5.2f}")
+              f"{60 * n_tasks / tm:9.1f} {base_m / tm:5.2f}" + (f"   (Ray start-up {start:.1f} s)" if start else ""))
     step = resnet_step()
     steps = 192 * 150 * -(-50_000 // 128)
     print(f"ResNet-18 (width 64), batch 128, one SGD step on this CPU (2 threads): {step:.2f} s; a 192-model "

@@ -264,6 +264,8 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     at.run()
     at.switch_page("views/upload.py").run()
     assert not at.exception and "Drop one or more checkpoints" in at.info[0].value
+    # what an upload costs, from the per-metric costs measured on the zoo (costs.json), before any upload
+    assert any(c.value.startswith("Estimated compute per upload:") for c in at.caption)
     at.file_uploader(key="upload_files").set_value([
         ("mine.safetensors", good, "application/octet-stream"),
         ("evil.pt", evil.read_bytes(), "application/octet-stream"),

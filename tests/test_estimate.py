@@ -26,31 +26,35 @@ def test_generation_estimate_counts_every_step_and_trains_nothing(tiny_spec, tmp
     assert f"{spec.n_models} models × {spec.training['epochs']} epochs" in str(est)
 
 
-def test_metric_estimate_keeps_its_rows_and_records_costs(tiny_zoo, tmp_path):
-    root = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo, root)
-    (root / "metrics.parquet").unlink(missing_ok=True)
+def test_metric_estimate_records_costs_and_its_rows_count_once(tiny_zoo, tmp_path):
+    root, reference = tmp_path / "zoo", tmp_path / "reference"
+    for d in (root, reference):
+        shutil.copytree(tiny_zoo, d)
+        (d / "metrics.parquet").unlink(missing_ok=True)
+    # --estimate: each metric measured once, costs recorded, no rows written
     rep = run(root, resolve_metrics(METRICS), workers=1, progress=False, estimate_only=True)
     measured = rep.estimate.per_metric
-    assert set(measured) == set(METRICS) and all(s > 0 for s, _, _ in measured.values())
-    rows = read_metrics(root)
-    assert set(rows["metric"].unique()) >= {"train_loss", "cka_logits_test", "mc_linear"}  # measured rows kept
+    assert set(measured) == set(METRICS) and all(s > 0 for pts in measured.values() for s, _, _ in pts)
+    sizes = Zoo.open(root).catalog["n_params"]
+    assert all(len(pts) == 2 and pts[0][2] == sizes.max() and pts[1][2] == sizes.min() for pts in measured.values())
+    assert rep.estimate.seconds > 0 and read_metrics(root).is_empty()
     costs = read_costs(root)
-    assert set(costs) == set(METRICS) and costs["mc_linear"]["n_params"] > 0
-    # the rest of the run computes what is left, and nothing twice
-    full = run(root, resolve_metrics(METRICS), workers=2, progress=False)
-    again = read_metrics(root)
-    assert again.select("model_id", "other_id", "epoch", "metric", "split", "layer", "coord").is_unique().all()
-    assert full.tasks > 0 and again.height > rows.height
-    # on a complete zoo, --estimate measures a full recompute and writes no rows
-    before = read_metrics(root)
-    rep2 = run(root, resolve_metrics(METRICS), workers=1, progress=False, estimate_only=True)
-    assert rep2.estimate is not None and read_metrics(root).equals(before)
+    assert set(costs) == set(METRICS) and [n for n, _ in costs["mc_linear"]["points"]] == [sizes.min(), sizes.max()]
+    # a run measures first (keeping those rows), then computes the rest: the same rows as the estimate-free
+    # reference, each once
+    run(root, resolve_metrics(METRICS), workers=2, progress=False)
+    run(reference, resolve_metrics(METRICS), workers=2, progress=False)
+    key = ["model_id", "other_id", "epoch", "metric", "split", "layer", "coord"]
+    ours, theirs = read_metrics(root).sort(key, nulls_last=True), read_metrics(reference).sort(key, nulls_last=True)
+    assert ours.select(key).is_unique().all() and ours.equals(theirs)
 
 
-def test_predicted_seconds_scale_with_parameters():
-    costs = {"hessian": {"seconds": 2.0, "n_params": 1000}}
-    assert predicted_seconds(costs, "hessian", 500) == pytest.approx(1.0)
+def test_predicted_seconds_interpolate_in_parameters():
+    costs = {"hessian": {"points": [[100, 0.5], [1000, 2.3]]}, "cka": {"points": [[1000, 2.0]]}}
+    assert predicted_seconds(costs, "hessian", 550) == pytest.approx(1.4)  # on the line
+    assert predicted_seconds(costs, "hessian", 10) == pytest.approx(0.5)  # never below the cheapest
+    assert predicted_seconds(costs, "hessian", 2000) == pytest.approx(4.3)
+    assert predicted_seconds(costs, "cka", 500) == pytest.approx(1.0)  # one point: proportional
     assert predicted_seconds(costs, "mc_bezier", 500) is None
 
 
@@ -60,7 +64,7 @@ def test_upload_estimate_needs_measured_costs(tiny_zoo, tmp_path):
     zoo = Zoo.open(root)
     assert upload_estimate(zoo) is None
     names = ["performance", "weights", "hessian", "cka_logits_test", "mc_linear", "mc_bezier"]
-    (root / COSTS_FILE).write_text(json.dumps({n: {"seconds": 1.0, "n_params": 1000, "host": "h"} for n in names}))
+    (root / COSTS_FILE).write_text(json.dumps({n: {"points": [[1000, 1.0]], "host": "h"} for n in names}))
     lo, hi, host = upload_estimate(zoo)
     sizes = zoo.catalog["n_params"]
     per = lambda n: 3 * n / 1000 + len(zoo.spec.seeds) * 3 * n / 1000  # 3 own + 3 pair metrics per seed pair
