@@ -406,7 +406,10 @@ def test_off_grid_width(off_grid):
 
 
 def test_a_zoo_model_is_within_the_classifiers_experience(w16):
-    assert not w16.classifier["extrapolating"] and w16.classifier["nearest_distance"] < 1e-9
+    # its recomputed features are the stored ones up to float rounding (seen: 0 to 5e-9 across runs of the
+    # suite), against a typical nearest-neighbour distance of order 0.1–1
+    assert not w16.classifier["extrapolating"] and w16.classifier["nearest_distance"] < 1e-6
+    assert w16.classifier["typical_distance"] > 1e-2
 
 
 def test_a_given_knob_beats_the_identical_zoo_models(zoo):
