@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import fnmatch
 import itertools
+import json
 import logging
 import os
+import platform
 import sys
 import time
 import traceback
@@ -38,8 +38,8 @@ from data.device import resolve_device
 from data.tasks import TASKS
 from data.schema import METRICS
 from data.store import METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, writer_lock
-from data.workers import (LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args, ray_slots,
-                          run_unordered)
+from data.workers import (LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args, format_duration,
+                          ray_slots, run_unordered)
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -182,11 +182,7 @@ class MetricEstimate:
         lines = [f"  {name:20s} " + ", ".join(f"{s:.2f} s on {where} ({n:,} parameters)" for s, where, n in pts)
                  for name, pts in self.per_metric.items()]
         return "\n".join(["estimate: per-metric cost measured here", *lines,
-                          f"  → about {_duration(self.seconds)} on {self.workers} worker(s)"])
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+                          f"  → about {format_duration(self.seconds)} on {self.workers} worker(s)"])
 
 
 def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"

@@ -160,7 +160,7 @@ def metric_task(root: str, epoch: int, arch_params: Mapping, models: Sequence[tu
 
 def upload_estimate(zoo: Zoo) -> tuple[float, float, str] | None:
     """Seconds of compute for one upload of the zoo's smallest and largest model, predicted from the costs
-    `analysis.run` measured on this zoo (costs.json; scaled by parameter count), and where they were measured;
+    `analysis.run` measured on this zoo (costs.json; interpolated in parameter count), and where they were measured;
     None before any were measured. The pairs are the seeds of a cell."""
     costs = read_costs(zoo.root)
     own, paired = (*QUICK, HESSIAN[0]), PAIRS
@@ -444,11 +444,14 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     else:
         notes.append("between grid values: no zoo model has its shapes, so no mode connectivity or CKA "
                      "(the rule verdict needs them; the classifier does not)")
-    # the Hessian and the pairs on the cell's task (a PINN cell's β, given or estimated)
-    task_knobs = tuple((k, v["grid"]) for k, v in cell.items() if k in spec.task_params)
-    jobs = [_submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs)]
+    # everything else on the cell's task (a PINN cell's β, given or estimated); the quick metrics again if
+    # they were measured on another one (β unknown until now: the spec's base value)
+    cell_knobs = tuple((k, v["grid"]) for k, v in cell.items() if k in spec.task_params)
+    if cell_knobs != task_knobs:
+        own = metric_task(root, epoch, params, [me], [(m, {}) for m in QUICK], "cpu", cell_knobs)
+    jobs = [_submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, cell_knobs)]
     jobs += [_submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in PAIRS], device,
-                     task_knobs) for o in others]
+                     cell_knobs) for o in others]
     rows = list(own)
     pending, n_jobs = set(jobs), len(jobs)
     try:

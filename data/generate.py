@@ -28,12 +28,12 @@ from data.archs import arch_def, build_model, n_params
 from data.device import resolve_device
 from data.params import SpecError
 from data.schema import CATALOG
-from data.spec import ModelConfig, ZooSpec
+from data.spec import ModelConfig, ZooSpec, parse_spec
 from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries,
                         write_checkpoint, writer_lock)
 from data.tasks import TaskData, load_task
 from data.workers import (CONTEXT, LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args,
-                          ray_slots, run_unordered)
+                          format_duration, ray_slots, run_unordered)
 from data.train import (TrainConfig, TrainResult, seconds_per_eval, seconds_per_step, steps_per_epoch, train_batched,
                         train_one)
 
@@ -132,11 +132,7 @@ class Estimate:
     def __str__(self) -> str:
         lo, hi = (f"{s * 1e3:.2f} ms" for s in self.step_seconds)
         return (f"estimate: {self.models} models × {self.epochs} epochs = {self.steps:,} steps; measured here "
-                f"{lo}–{hi} per step → about {_duration(self.seconds)} on {self.workers} worker(s)")
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+                f"{lo}–{hi} per step → about {format_duration(self.seconds)} on {self.workers} worker(s)")
 
 
 def _time_group(spec: ZooSpec, g: Group, dev) -> tuple[float, float]:
@@ -201,6 +197,10 @@ def generate(spec_path: str | Path, out: str | Path, workers: int | None = None,
     except OSError as e:
         raise SpecError(f"cannot read spec {spec_path}: {e.strerror}") from None
     root = Path(out)
+    if estimate_only and not root.exists():  # an estimate writes nothing: not even the directory
+        spec = parse_spec(spec_text, str(spec_path))
+        resolve_device(device)
+        return _generate(root, spec, workers, device, batched, progress, flush_every, t0, executor, True)
     spec = init_zoo_dir(root, spec_text)
     resolve_device(device)  # fail now, not in a worker, if CUDA is asked for and absent
     with writer_lock(root):

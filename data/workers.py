@@ -51,6 +51,11 @@ class Executor:
 LOCAL = Executor()
 
 
+def format_duration(s: float) -> str:
+    """Seconds for humans, as the cost estimates print them."""
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
 def add_executor_args(ap) -> None:
     """The executor options shared by the generator's and the metric runner's command lines."""
     g = ap.add_argument_group("executor")

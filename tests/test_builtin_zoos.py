@@ -140,3 +140,24 @@ def test_a_checkpoint_is_recognised_by_its_own_zoo_among_all():
         best = recognise(load_file(str(zoo.root / row["checkpoint"])), zoos)[0]
         assert best.ok and best.on_grid and best.zoo == name
         assert dict(best.arch_params) == dict(zoo.configs[row["model_id"]].arch_params)
+
+
+def test_a_pinn_checkpoint_is_classified_on_its_cells_beta():
+    """The upload pipeline on a regression zoo: a stored PINN gets its cell back (β from the identical zoo
+    model, since weights cannot show it), and its rule verdict matches the stored label of that cell, which
+    needs its fit, Hessian and mode connectivity measured on that β's task."""
+    from analysis import verdict as V
+
+    zoo = Zoo.open(ZOOS / "convection-pinn")
+    mid = "beta30.0-lr0.001-s1"
+    path = zoo.root / zoo.checkpoints().filter((pl.col("model_id") == mid) & (pl.col("epoch") == last(zoo)))[
+        "checkpoint"][0]
+    [r] = V.analyse([path], [zoo], executor=None, cache=False)
+    assert isinstance(r, V.Report), r
+    assert r.cell["beta"]["grid"] == 30.0 and r.cell["beta"]["source"] == "identical zoo model"
+    assert r.rule["train_loss"] == pytest.approx(
+        cell_means(zoo, "train_loss").filter((pl.col("beta") == 30.0) & (pl.col("lr") == 1e-3))["value"][0],
+        rel=0.5)  # this seed against its cell's mean: the same decade
+    stored = pl.read_parquet(zoo.root / "phases.parquet").filter(
+        (pl.col("epoch") == last(zoo)) & (pl.col("beta") == 30.0) & (pl.col("lr") == 1e-3))["phase"][0]
+    assert r.rule["phase"] == stored

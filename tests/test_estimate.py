@@ -19,7 +19,7 @@ def test_generation_estimate_counts_every_step_and_trains_nothing(tiny_spec, tmp
     spec = load_spec(tiny_spec)
     rep = generate(tiny_spec, tmp_path / "zoo", workers=2, progress=False, estimate_only=True)
     est = rep.estimate
-    assert rep.trained == 0 and not list((tmp_path / "zoo").rglob("*.safetensors"))
+    assert rep.trained == 0 and not (tmp_path / "zoo").exists()  # an estimate writes nothing
     assert est.models == spec.n_models and est.epochs == spec.training["epochs"]
     assert est.steps == sum(g.steps for g in plan_groups(spec, spec.models()))
     assert 0 < est.step_seconds[0] <= est.step_seconds[1] and est.seconds > 0 and est.workers == 2
