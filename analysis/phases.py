@@ -116,7 +116,7 @@ def classify(cells: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
 def phase_counts(labelled: pl.DataFrame) -> pl.DataFrame:
     """Cells per phase, their fraction of the grid, and their median test accuracy where the table has one."""
     agg = [pl.len().cast(pl.Int64).alias("cells")]
-    if "test_acc" in labelled.columns:
+    if "test_acc" in labelled.columns and labelled["test_acc"].is_not_null().any():  # regression zoos have none
         agg.append(pl.col("test_acc").median().alias("median_test_acc"))
     return (labelled.group_by("phase").agg(agg)
             .with_columns((pl.col("cells") / labelled.height).alias("fraction")).sort("phase"))

@@ -343,5 +343,6 @@ def test_every_page_on_the_other_builtin_zoos(zoo_name, monkeypatch):
     titles = [f["layout"]["title"]["text"] for f in charts["overview"] if "title" in f["layout"]]
     if zoo_name == "convection-pinn":
         assert any("Test MSE against the exact solution" in t for t in titles)
+        assert charts["phases"][0]["layout"]["title"]["text"].startswith("rel_l2_error")  # its headline metric
     if zoo_name == "modadd-transformer":
         assert any("Grokking delay" in t for t in titles)

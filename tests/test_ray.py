@@ -114,18 +114,25 @@ def test_a_worker_killed_mid_task_is_retried(tmp_path):
     assert cat.select("model_id", "epoch").is_unique().all()
 
 
-def _square_or_fail(x: int) -> int:
+def _square_or_fail(x: int, marks: str | None = None) -> int:
+    """x², leaving a mark; x = 2 waits until jobs 0 and 1 have left theirs (a worker may start slowly on a
+    busy machine), then fails."""
     if x == 2:
-        time.sleep(2.0)  # the others finish first
+        deadline = time.time() + 60
+        while not all((Path(marks) / str(j)).exists() for j in (0, 1)) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # their results reach the driver first
         raise ValueError("bad input 2")
+    if marks:
+        (Path(marks) / str(x)).touch()
     return x * x
 
 
-def test_a_failing_task_is_named_and_finished_work_kept():
+def test_a_failing_task_is_named_and_finished_work_kept(tmp_path):
     got = []
     with pytest.raises(ExecutorError, match=r"job #2 failed on Ray: ValueError: bad input 2.*finished work is kept"):
-        for i, r in run_unordered(_square_or_fail, [(0,), (1,), (2,), (3,)], workers=2, executor=RAY,
-                                  describe=lambda i: f"job #{i}"):
+        for i, r in run_unordered(_square_or_fail, [(j, str(tmp_path)) for j in range(4)], workers=2,
+                                  executor=RAY, describe=lambda i: f"job #{i}"):
             got.append((i, r))
     assert {(0, 0), (1, 1)} <= set(got)  # what finished before the failure reached the caller
 

@@ -29,7 +29,8 @@ if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
     st.stop()
 metrics = load_metrics(zoo.root)
 options = [tuple(r) for r in scalar_metrics(metrics.filter(pl.col("epoch") == epoch)).iter_rows()]
-default = next((i for i, o in enumerate(options) if o[0] == "test_acc"), 0)
+# the headline: test accuracy, or for a regression zoo the relative L2 error against the exact solution
+default = next((i for name in ("test_acc", "rel_l2_error") for i, o in enumerate(options) if o[0] == name), 0)
 metric, split, coord = c2.selectbox(
     "Metric", options, index=default, key="phases_metric", format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else "")
 )
