@@ -161,13 +161,12 @@ class TaskDef:
 
 # "classification": float inputs, labels; "sequence": token inputs, labels; "regression": real outputs.
 TASK_KINDS = ("classification", "sequence", "regression")
-_prime_like = Param(int, 59, lambda v: v >= 2, "must be >= 2")
 TASKS: Mapping[str, TaskDef] = {
     "mnist1d": TaskDef(_mnist1d, 10, "mnist1d", (40,)),
     "mnist1d_shift": TaskDef(_mnist1d_shift, 10, "mnist1d", (40,)),  # transfer target of mnist1d zoos
     "digits": TaskDef(_digits, 10, "scikit-learn", (64,)),
     "modular_add": TaskDef(None, lambda params: params["p"], "numpy", (3,), {
-        "p": _prime_like,
+        "p": Param(int, 59, lambda v: v >= 2, "the modulus, must be >= 2"),
         "train_fraction": Param(float, 0.5, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]"),
         "data_seed": Param(int, 0)}, _modular_add, "sequence"),
     "convection": TaskDef(None, 1, "numpy", (2,), {
