@@ -39,7 +39,7 @@ from data.tasks import TASKS
 from data.schema import METRICS
 from data.store import METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, writer_lock
 from data.workers import (LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args, format_duration,
-                          ray_slots, run_unordered)
+                          run_unordered, task_slots)
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -213,8 +213,7 @@ def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
                 left[i] = dataclasses.replace(left[i], metrics=tuple(x for x in left[i].metrics if x.name != name))
     finally:
         torch.set_num_threads(threads)
-    record_costs(zoo.root, measured)
-    costs = read_costs(zoo.root)
+    costs = record_costs(zoo.root, measured)
     predicted = [sum(predicted_seconds(costs, m.name, size[t.ids[0]]) for m in t.metrics) for t in left if t.metrics]
     loads = [0.0] * workers
     for t in sorted(predicted, reverse=True):
@@ -225,15 +224,16 @@ def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
 COSTS_FILE = "costs.json"  # per-metric costs measured on this zoo, for estimates (the dashboard's too)
 
 
-def record_costs(root: Path, measured: dict[str, list[tuple[float, str, int]]]) -> None:
-    """Merge measured per-metric costs into <zoo>/costs.json (atomic): (parameters, seconds) points, where,
-    and the machine — an estimate from another machine is labelled as such."""
+def record_costs(root: Path, measured: dict[str, list[tuple[float, str, int]]]) -> dict[str, dict]:
+    """Merge measured per-metric costs into <zoo>/costs.json (atomic) and return them: (parameters, seconds)
+    points, where, and the machine — an estimate from another machine is labelled as such."""
     costs = read_costs(root)
     when = time.strftime("%Y-%m-%d")
     for name, pts in measured.items():
         costs[name] = {"points": sorted([n, round(s, 4)] for s, _, n in pts),
                        "measured_on": [w for _, w, _ in pts], "host": platform.node(), "date": when}
     atomic_write(Path(root) / COSTS_FILE, lambda tmp: tmp.write_text(json.dumps(costs, indent=1, sort_keys=True)))
+    return costs
 
 
 def read_costs(root: Path) -> dict[str, dict]:
@@ -311,10 +311,9 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
                           key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
         workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-        slots = workers if executor.kind == "local" else ray_slots(executor, workers)
+        slots, on = task_slots(executor, workers)
         log.info("%s: %d tasks (%s) over %d models at epochs %s on %d %s", zoo.name, len(tasks),
-                 ", ".join(m.name for m in metrics), len(ids), epochs, slots,
-                 "worker(s)" if executor.kind == "local" else "Ray task slot(s)")
+                 ", ".join(m.name for m in metrics), len(ids), epochs, slots, on)
         n_tasks, busy, n_rows, n_fail, est = len(tasks), 0.0, 0, 0, None
         if tasks:  # measure each metric once (its rows are real results: kept), then predict the rest
             t_est = time.perf_counter()

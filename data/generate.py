@@ -33,7 +33,7 @@ from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_cat
                         write_checkpoint, writer_lock)
 from data.tasks import TaskData, load_task
 from data.workers import (CONTEXT, LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args,
-                          format_duration, ray_slots, run_unordered)
+                          format_duration, run_unordered, task_slots)
 from data.train import (TrainConfig, TrainResult, seconds_per_eval, seconds_per_step, steps_per_epoch, train_batched,
                         train_one)
 
@@ -219,10 +219,9 @@ def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batch
         return GenerateReport(0, len(done), 0, 0.0)
     groups = plan_groups(spec, pending, batched)
     workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
-    slots = workers if executor.kind == "local" else ray_slots(executor, workers)
+    slots, on = task_slots(executor, workers)
     log.info("%s: %d models to train (%d already done) in %d groups on %d %s",
-             spec.name, len(pending), len(done), len(groups), slots,
-             "worker(s)" if executor.kind == "local" else "Ray task slot(s)")
+             spec.name, len(pending), len(done), len(groups), slots, on)
     est = estimate(spec, groups, min(slots, len(groups)), device)
     log.info("%s", est)
     if estimate_only:

@@ -157,12 +157,15 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                             "kept — rerun with --executor local to go on here") from None
 
 
-def ray_slots(executor: Executor, workers: int) -> int:
-    """How many tasks the Ray cluster runs at once with the requested CPUs per task (connecting first)."""
+def task_slots(executor: Executor, workers: int) -> tuple[int, str]:
+    """How many tasks run at once, and what they run on: `workers` local processes, or as many as the Ray
+    cluster fits with the requested CPUs per task (connecting first)."""
+    if executor.kind == "local":
+        return workers, "worker(s)"
     import ray
 
     ray_connect(executor, workers)
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // executor.cpus))
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // executor.cpus)), "Ray task slot(s)"
 
 
 def _resources(executor: Executor) -> dict[str, float]:
