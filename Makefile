@@ -17,8 +17,10 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# MALLOC_ARENA_MAX=2: Streamlit runs each script run in a new thread, and glibc's per-thread arenas kept
+# the freed memory of every run (docs/serving.md).
 run: $(STAMP)
-	$(PYTHON) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT)
+	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} $(PYTHON) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT)
 
 test: $(STAMP) chromium
 	$(PYTHON) -m pytest -q

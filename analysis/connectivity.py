@@ -3,19 +3,29 @@ Mode Connectivity, and Fast Ensembling of DNNs*; the mc measure of Yang et al. 2
 
 A curve γ(t), t ∈ [0, 1], joins θ = γ(0) and θ′ = γ(1): the straight line γ(t) = (1−t)θ + tθ′, or a
 quadratic Bézier curve γ(t) = (1−t)²θ + 2t(1−t)φ + t²θ′ whose middle point φ is trained (initialised at
-the midpoint) so the curve runs through low loss. With L the 0-1 training error in percent,
+the midpoint) so the curve runs through low loss. With L the 0-1 training error in percent and
+gap(t) = ½ (L(θ) + L(θ′)) − L(γ(t)),
 
-    mc = ½ (L(θ) + L(θ′)) − L(γ(t*)),   t* = argmax_t | ½ (L(θ) + L(θ′)) − L(γ(t)) |
+    mc = gap(t*),   t* = argmax_{0 < t < 1} |gap(t)|      (the interior of the path only)
 
 mc < 0: a barrier (poorly connected); mc > 0: the curve finds better points than the ends (ends not
-converged); mc ≈ 0: well connected. If t* is an end point, mc = ±(L(θ) − L(θ′))/2 only measures how
-different the ends are: `endpoint_dominated` flags it. BatchNorm statistics are re-estimated at every
-point of the curve before it is evaluated. For a regression objective (the PINN) there is no 0-1 error,
-and L is log10 of the training loss (`Scores.error` of the task's objective): mc in decades.
+converged); mc ≈ 0: well connected. Yang et al. 2021 write the argmax over all of [0, 1], but at the ends
+|gap(0)| = |gap(1)| = |L(θ) − L(θ′)|/2 always: with one poor end the end points win the argmax and mc
+becomes ±(L(θ) − L(θ′))/2, its sign set by which end is listed first (PTMZ's `compute_mc` takes the first
+index, np.argmax). Over the interior only, mc(profile) = mc(reversed profile) exactly. Interior points
+whose |gap| ties the largest (within TIE_TOL) resolve without sign bias: of one sign, that gap; of both
+signs (a barrier and a dip of equal size) mc = 0 and t* = None. `endpoint_dominated` flags profiles
+whose ends differ at least as much as any interior gap, L(θ) ≠ L(θ′) and |L(θ) − L(θ′)|/2 ≥ max |gap|:
+every interior point lies within the band between the two end errors, so |mc| is bounded by the ends'
+difference and says only which end the path stays nearer to (docs/mode-connectivity.md). BatchNorm
+statistics are re-estimated at every point of the curve before it is evaluated. For a regression
+objective (the PINN) there is no 0-1 error, and L is log10 of the training loss (`Scores.error` of the
+task's objective): mc in decades.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,22 +38,51 @@ from data.objectives import CLASSIFICATION, Objective
 Params = dict[str, torch.Tensor]
 
 
+# Two |gap|s closer than this (relative to the largest |error|, floor 1) count as tied: errors are
+# float sums (e.g. 100 · k / n in %), so gaps that are equal on paper can differ in the last bits.
+TIE_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class McReading:
+    """mc of one profile (the module docstring's rule)."""
+
+    mc: float  # gap(t*), the sign convention above
+    t_star: float | None  # None when interior gaps of both signs tie (mc = 0 then)
+    endpoint_dominated: bool  # the ends differ and |L(θ) − L(θ′)|/2 ≥ every interior |gap|
+
+
 @dataclass(frozen=True)
 class PathProfile:
     t: tuple[float, ...]
     loss: tuple[float, ...]  # the objective's loss at γ(t) (mean cross-entropy in nats)
     error: tuple[float, ...]  # 0-1 error in percent at γ(t) (regression: log10 of the loss)
     mc: float  # on `error`, the sign convention above
-    t_star: float
+    t_star: float | None
     endpoint_dominated: bool
 
 
-def mc_from_profile(t: tuple[float, ...], error: tuple[float, ...]) -> tuple[float, float, bool]:
-    """(mc, t*, endpoint_dominated) from errors along the curve; t must start at 0 and end at 1."""
-    ends = 0.5 * (error[0] + error[-1])
-    gaps = [ends - e for e in error]
-    i = max(range(len(gaps)), key=lambda j: abs(gaps[j]))
-    return gaps[i], t[i], i in (0, len(t) - 1)
+def mc_from_profile(t: Sequence[float], error: Sequence[float]) -> McReading:
+    """mc, t* and the end-point flag from errors along a path; t runs from 0 to 1, increasing, with at least
+    one interior point (Yang et al. 2021, with t* over the interior: module docstring)."""
+    if len(t) != len(error):
+        raise ValueError(f"profile has {len(t)} t values but {len(error)} errors")
+    if len(t) < 3 or t[0] != 0.0 or t[-1] != 1.0 or any(b <= a for a, b in zip(t, t[1:])):
+        raise ValueError(f"profile t must increase from 0 to 1 through an interior point, got {tuple(t)}")
+    if not all(math.isfinite(e) for e in error):
+        raise ValueError(f"profile has non-finite errors: {tuple(error)}")
+    ends = 0.5 * (error[0] + error[-1])  # commutative: the same for the reversed profile
+    gaps = [ends - e for e in error[1:-1]]
+    tol = TIE_TOL * max(1.0, *(abs(e) for e in error))
+    top = max(abs(g) for g in gaps)
+    tied = [i for i, g in enumerate(gaps) if abs(g) >= top - tol]
+    half = 0.5 * abs(error[0] - error[-1])
+    dominated = half > tol and half >= top - tol  # the whole interior within the band between the end errors
+    if any(gaps[i] > tol for i in tied) and any(gaps[i] < -tol for i in tied):
+        return McReading(0.0, None, dominated)  # a barrier and a dip of equal size: no sign wins
+    # among same-signed ties the gap is the same; t* is the tied point nearest the middle of the path
+    i = min(tied, key=lambda j: (abs(t[j + 1] - 0.5), -abs(gaps[j]), t[j + 1]))
+    return McReading(gaps[i], t[i + 1], dominated)
 
 
 def _evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
@@ -84,8 +123,8 @@ def _profile(model: nn.Module, point, ts: tuple[float, ...], x: torch.Tensor, y:
     evals = [_evaluate(model, point(t), x, y, objective) for t in ts]
     model.train(was_training)
     loss, err = tuple(e[0] for e in evals), tuple(e[1] for e in evals)
-    mc, t_star, ends = mc_from_profile(ts, err)
-    return PathProfile(ts, loss, err, mc, t_star, ends)
+    r = mc_from_profile(ts, err)
+    return PathProfile(ts, loss, err, r.mc, r.t_star, r.endpoint_dominated)
 
 
 def _check_pair(a: Params, b: Params) -> None:

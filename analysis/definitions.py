@@ -5,6 +5,8 @@ Every metric here is a thin adapter: choose inputs (a fixed, seeded probe set), 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 import torch
@@ -15,7 +17,7 @@ from analysis.hessian import HessianOperator, parameter_groups
 from analysis.registry import ModelInput, Output, Value, register
 from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
 from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
-from analysis.weights import PERCENTILES, weight_report
+from analysis.weights import PERCENTILES, PowerLawFit, scan_weights
 from data.objectives import PINN_TERMS
 from data.tasks import TaskData
 from data.train import scores
@@ -95,7 +97,9 @@ def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: floa
 
 
 # ----------------------------------------------------------------------------- Hessian
-@register("hessian", scope="model", needs_data=True, version=2, outputs=[
+# version 3: Hutch++ with a two-stage probe count and an honest stderr (analysis.spectral.hutchpp); only the
+# hessian_trace_hutchpp rows changed, so analysis.recompute carries the others over
+@register("hessian", scope="model", needs_data=True, version=3, outputs=[
     Output("hessian_top_eigenvalue", "higher = sharper minimum", log_scale=True, role="sharpness",
            coord="rank"),
     Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness"),
@@ -110,8 +114,8 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
     the exact solution on the test grid) on a fixed probe set (PTMZ: 10 × 64 examples) per split, eval mode:
     top-k eigenvalues by Lanczos (stderr = the Ritz residual; the Krylov space starts from the loss
     gradient, which in trained networks lies mostly in the top eigenspace — Gur-Ari, Roberts & Dyer 2018),
-    trace by Hutch++ and by Hutchinson (with their standard errors), and the spectral density by
-    stochastic Lanczos quadrature (coord = λ)."""
+    trace by Hutch++ and by Hutchinson (with their standard errors: ±2·stderr ≈ a 95 % interval,
+    docs/trace-estimators.md), and the spectral density by stochastic Lanczos quadrature (coord = λ)."""
     _check_finite(m)
     out: list[Value] = []
     for split in splits:
@@ -122,14 +126,34 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
                                start=H.gradient() if gradient_start else None)
             out += [Value("hessian_top_eigenvalue", v, r, split, coord=float(i + 1))
                     for i, (v, r) in enumerate(zip(eig.values.tolist(), eig.residuals.tolist()))]
-            tpp = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=dev)
-            out.append(Value("hessian_trace_hutchpp", tpp.value, tpp.stderr, split))
+            out.append(_hutchpp_value(H, "hessian_trace_hutchpp", split, None, sketch, rtol, seed))
             th = hutchinson(H.matvec, H.n, hutchinson_probes, seed=seed, device=dev)
             out.append(Value("hessian_trace_hutchinson", th.value, th.stderr, split))
             dens = slq_density(H.matvec, H.n, probes=slq_probes, steps=slq_steps, grid_points=200, seed=seed,
                                device=dev)
             out += [Value("hessian_esd", d, None, split, coord=g)
                     for g, d in zip(dens.grid.tolist(), dens.density.tolist())]
+    return out
+
+
+def _hutchpp_value(H: HessianOperator, name: str, split: str, layer: str | None, sketch: int, rtol: float,
+                   seed: int) -> Value:
+    """The Hutch++ trace row of `hessian` / `hessian_layers`, shared with their trace-only variants below."""
+    tr = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=H.device)
+    return Value(name, tr.value, tr.stderr, split, layer)
+
+
+def hessian_hutchpp_only(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10,
+                         batch_size: int = 64, sketch: int = 20, rtol: float = 0.02, seed: int = 0, **_) -> list[Value]:
+    """`hessian`'s hessian_trace_hutchpp rows alone, from the same probe sets and seeds (each estimator has
+    its own seeded generator, so the other outputs do not depend on this one): for analysis.recompute.
+    Takes all of `hessian`'s parameters and ignores those of the other estimators."""
+    _check_finite(m)
+    out = []
+    for split in splits:
+        x, y = probe_set(m.task, split, n_batches, batch_size, seed)
+        with HessianOperator(m.model, x, y, loss_fn=m.task.objective.loss) as H:
+            out.append(_hutchpp_value(H, "hessian_trace_hutchpp", split, None, sketch, rtol, seed))
     return out
 
 
@@ -148,7 +172,8 @@ def hessian_trace_exact(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_ba
             for s in splits]
 
 
-@register("hessian_layers", scope="model", needs_data=True, outputs=[
+# version 2: the honest Hutch++ (see `hessian`); only hessian_layer_trace rows changed
+@register("hessian_layers", scope="model", needs_data=True, version=2, outputs=[
     Output("hessian_layer_top_eigenvalue", "higher = sharper along this layer", log_scale=True, per_layer=True),
     Output("hessian_layer_trace", "higher = sharper along this layer", log_scale=True, per_layer=True),
 ])
@@ -164,42 +189,84 @@ def hessian_layers(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_bat
         for layer, names in parameter_groups(m.model).items():
             with HessianOperator(m.model, x, y, names=names, loss_fn=m.task.objective.loss) as H:
                 eig = lanczos_topk(H.matvec, H.n, 1, tol=tol, max_iter=max_iter, seed=seed, device=H.device)
-                tr = hutchpp(H.matvec, H.n, sketch=sketch, rtol=rtol, seed=seed, device=H.device)
+                tr = _hutchpp_value(H, "hessian_layer_trace", split, layer, sketch, rtol, seed)
             out += [Value("hessian_layer_top_eigenvalue", eig.values[0].item(), eig.residuals[0].item(), split, layer),
-                    Value("hessian_layer_trace", tr.value, tr.stderr, split, layer)]
+                    tr]
+    return out
+
+
+def hessian_layers_trace_only(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_batches: int = 10,
+                              batch_size: int = 64, sketch: int = 10, rtol: float = 0.02, seed: int = 0,
+                              **_) -> list[Value]:
+    """`hessian_layers`'s hessian_layer_trace rows alone (see `hessian_hutchpp_only`)."""
+    _check_finite(m)
+    out = []
+    for split in splits:
+        x, y = probe_set(m.task, split, n_batches, batch_size, seed)
+        for layer, names in parameter_groups(m.model).items():
+            with HessianOperator(m.model, x, y, names=names, loss_fn=m.task.objective.loss) as H:
+                out.append(_hutchpp_value(H, "hessian_layer_trace", split, layer, sketch, rtol, seed))
     return out
 
 
 # ----------------------------------------------------------------------------- data-free
-@register("weights", scope="model", needs_data=False, outputs=[
+# version 2: adds alpha_ww (WeightWatcher 0.7.7's fit), skips zero-size layers, per-model log σ₁ in float64
+# over layers with σ₁ > 0; `python -m analysis.recompute ZOO --metrics weights` updates stored rows
+@register("weights", scope="model", needs_data=False, version=2, outputs=[
     Output("weight_mean", "mean weight", per_layer=True),
     Output("weight_var", "weight variance", per_layer=True, log_scale=True),
     *[Output(f"weight_p{p:02d}", f"{p}th weight percentile", per_layer=True) for p in PERCENTILES],
     Output("spectral_norm", "largest singular value; per model: mean over layers of log σ₁", per_layer=True),
     Output("stable_rank", "‖W‖²_F/‖W‖²₂; higher = more spread spectrum", per_layer=True),
-    Output("alpha", "power-law tail exponent of WᵀW/N: ≈2–4 well trained, >6 random-like, <2 over-trained",
-           per_layer=True, role="data-free"),
-    Output("alpha_ks", "KS distance of the α fit; lower = better fit", per_layer=True),
+    Output("alpha", "power-law tail exponent of WᵀW/N, textbook Clauset fit (tail ≥ 5, two-sided KS); "
+           "WeightWatcher's bands do not apply: see alpha_ww", per_layer=True, role="data-free"),
+    Output("alpha_ks", "KS distance of the Clauset α fit; lower = better fit", per_layer=True),
+    Output("alpha_ww", "WeightWatcher-compatible tail exponent (WW 0.7.7's fit): ≈2–4 well trained, >6 "
+           "random-like or under-trained, <2 over-trained", per_layer=True, role="data-free"),
+    Output("alpha_ww_ks", "one-sided KS distance of the WeightWatcher α fit; lower = better fit", per_layer=True),
 ])
 def weights(m: ModelInput) -> list[Value]:
-    """Per-layer weight statistics, spectral norm, stable rank and heavy-tail α (with the fit's KS
-    distance); per-model rows (layer = null) average them over layers (log spectral norm for σ₁)."""
-    report = weight_report(m.model.state_dict())
+    """Per-layer weight statistics, spectral norm, stable rank and heavy-tail α by two fits (Clauset's and
+    WeightWatcher's, each with its KS distance: analysis.weights); per-model rows (layer = null) average
+    them over layers (log spectral norm for σ₁, over layers with σ₁ > 0). Layers that cannot be measured
+    (zero-size) are skipped and logged with the reason."""
+    report, skipped = scan_weights(m.model.state_dict())
+    for s in skipped:
+        logging.getLogger("phasezoo.metrics").info("weights of %s: layer %s skipped: %s", m.model_id, s.layer,
+                                                   s.reason)
     out: list[Value] = []
     for lw in report:
         out += [Value("weight_mean", lw.mean, layer=lw.layer), Value("weight_var", lw.var, layer=lw.layer),
                 *[Value(f"weight_p{p:02d}", q, layer=lw.layer) for p, q in lw.percentiles.items()],
                 Value("spectral_norm", lw.spectral_norm, layer=lw.layer),
                 Value("stable_rank", lw.stable_rank, layer=lw.layer)]
-        if lw.alpha is not None:
-            out += [Value("alpha", lw.alpha.alpha, layer=lw.layer), Value("alpha_ks", lw.alpha.ks_distance, layer=lw.layer)]
-    mean = lambda xs: sum(xs) / len(xs)
-    out += [Value("spectral_norm", mean([torch.tensor(lw.spectral_norm).log().item() for lw in report])),
-            Value("stable_rank", mean([lw.stable_rank for lw in report]))]
-    fitted = [lw.alpha for lw in report if lw.alpha is not None]
+    if sigmas := [float(np.log(lw.spectral_norm)) for lw in report if lw.spectral_norm > 0]:
+        out.append(Value("spectral_norm", sum(sigmas) / len(sigmas)))
+    if report:
+        out.append(Value("stable_rank", sum(lw.stable_rank for lw in report) / len(report)))
+    return out + _alpha_values("alpha", [(lw.layer, lw.alpha) for lw in report]) + _alpha_values(
+        "alpha_ww", [(lw.layer, lw.alpha_ww) for lw in report])
+
+
+def _alpha_values(name: str, fits: list[tuple[str, PowerLawFit | None]]) -> list[Value]:
+    """α and its KS distance per fitted layer, and their means over the fitted layers (layer = null)."""
+    fitted = [(layer, f) for layer, f in fits if f is not None]
+    out = [v for layer, f in fitted for v in (Value(name, f.alpha, layer=layer),
+                                              Value(f"{name}_ks", f.ks_distance, layer=layer))]
     if fitted:
-        out += [Value("alpha", mean([a.alpha for a in fitted])), Value("alpha_ks", mean([a.ks_distance for a in fitted]))]
+        out += [Value(name, sum(f.alpha for _, f in fitted) / len(fitted)),
+                Value(f"{name}_ks", sum(f.ks_distance for _, f in fitted) / len(fitted))]
     return out
+
+
+def weights_ww_only(m: ModelInput, **_) -> list[Value]:
+    """`weights`' rows that version 2 changed, alone, for analysis.recompute: alpha_ww and alpha_ww_ks (new)
+    and spectral_norm (version 1 took the per-model log σ₁ in float32); the other outputs are unchanged for
+    every layer without a zero-size dimension."""
+    return [v for v in weights(m) if v.metric in WEIGHTS_V2_CHANGED]
+
+
+WEIGHTS_V2_CHANGED = ("alpha_ww", "alpha_ww_ks", "spectral_norm")  # analysis.recompute's Partial names them
 
 
 # ----------------------------------------------------------------------------- CKA
@@ -259,7 +326,8 @@ def _path_values(prefix: str, p: PathProfile) -> list[Value]:
 def _path_outputs(prefix: str, what: str) -> list[Output]:
     return [Output(prefix, f"mc along the {what} (training error in % points; decades of training loss for "
                            "regression): < 0 barrier, > 0 ends not converged, ≈ 0 well connected", role="connectivity"),
-            Output(f"{prefix}_endpoint_dominated", "1 if t* is an end point (mc then measures end-point difference)"),
+            Output(f"{prefix}_endpoint_dominated", "1 if the ends differ and every interior point lies between their "
+                   "errors (|mc| ≤ the ends' half-difference: mc then says only which end the path stays nearer to)"),
             Output(f"{prefix}_error", f"training error (%; log10 of the loss for regression) along the {what}",
                    coord="t"),
             Output(f"{prefix}_loss", f"training loss along the {what}", coord="t")]
@@ -269,7 +337,9 @@ def _params(m: ModelInput) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in m.model.named_parameters()}
 
 
-@register("mc_linear", scope="pair", needs_data=True, outputs=_path_outputs("mc_linear", "straight line"))
+# version 2: t* over the interior of the path, sign-neutral ties, the end-point band flag (analysis.connectivity);
+# stored rows of version 1 are rewritten from their profiles by `python -m analysis.mc_recompute ZOO`
+@register("mc_linear", scope="pair", needs_data=True, version=2, outputs=_path_outputs("mc_linear", "straight line"))
 def mc_linear(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
     """Mode connectivity on the straight line between the two models (11 points), training split."""
     for m in (a, b):
@@ -278,8 +348,8 @@ def mc_linear(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
                                                  points, objective=a.task.objective))
 
 
-@register("mc_bezier", scope="pair", needs_data=True, outputs=_path_outputs("mc_bezier", "trained Bézier curve"),
-          added=["optimizer"])
+@register("mc_bezier", scope="pair", needs_data=True, version=2,
+          outputs=_path_outputs("mc_bezier", "trained Bézier curve"), added=["optimizer"])
 def mc_bezier(a: ModelInput, b: ModelInput, *, epochs: int = 100, lr: float = 0.1, batch_size: int = 128,
               weight_decay: float = 5e-4, seed: int = 0, optimizer: str = "sgd") -> list[Value]:
     """Mode connectivity on a quadratic Bézier curve trained between the two models (PTMZ's recipe: lr 0.1,

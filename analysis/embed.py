@@ -21,6 +21,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from data.paths import read_parquet  # a regular file of bounded size, never a FIFO
 from data.schema import EMBEDDINGS
 from data.store import Zoo, ZooError, atomic_write, writer_lock
 
@@ -104,7 +105,7 @@ def embed_zoo(root: str | Path, epochs: Sequence[int] | None = None, methods: Se
 
 def read_embeddings(root: str | Path) -> pl.DataFrame:
     path = Path(root) / EMBEDDINGS_FILE
-    return EMBEDDINGS.validate(pl.read_parquet(path)) if path.exists() else EMBEDDINGS.empty()
+    return EMBEDDINGS.validate(read_parquet(path)) if path.exists() else EMBEDDINGS.empty()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,10 @@ QUANTITIES = {
     "stable_rank": [("stable_rank", None, None)],
     "spectral_norm": [("spectral_norm", None, None)],  # already the mean log σ₁ over layers
 }
+class ClassifierError(ValueError):
+    """A zoo the classifier cannot learn from (no phase labels yet); the message says what to run."""
+
+
 LOGGED = ("train_loss", "test_loss", "hessian_trace", "hessian_top_eigenvalue")  # span decades: log10
 FEATURES = (*QUANTITIES, "n_params")
 
@@ -76,7 +80,7 @@ def training_set(root, epochs: Sequence[int] | None = None) -> pl.DataFrame:
         frames.append(at.drop("n_params").join(phases, on=[xk, yk]).join(feats, on="model_id").with_columns(
             epoch=pl.lit(epoch, pl.Int64), cell=pl.format("{}={} · {}={}", pl.lit(xk), xk, pl.lit(yk), yk)))
     if not frames:
-        raise ValueError(f"{zoo.name}: no analysis epoch has phase labels yet (run `python -m analysis.run`)")
+        raise ClassifierError(f"{zoo.name}: no analysis epoch has phase labels yet (run `python -m analysis.run`)")
     table = pl.concat(frames).filter(pl.col("phase") != UNCLASSIFIED)
     return table.select("model_id", "epoch", "seed", "cell", "phase", *FEATURES)
 
@@ -90,6 +94,66 @@ def make_classifier():
 
     return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
                          LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced"))
+
+
+RANGE_MARGIN = 0.05  # a feature beyond the training range by more than this fraction of it is outside it
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A classifier fitted on a zoo's labelled models, with what it takes to tell whether it has seen the like
+    of a new model: the training models in its standardised feature space, their typical nearest-neighbour
+    distance and each feature's range."""
+
+    estimator: object
+    features: tuple[str, ...]
+    Z: np.ndarray  # [training models, features], imputed and standardised as the final estimator sees them
+    typical: float  # 99th percentile of the training models' distances to their nearest other training model
+    lo: tuple[float, ...]  # per feature: the training minimum and maximum (log10 units where LOGGED)
+    hi: tuple[float, ...]
+    n_train: int
+
+
+def fit(table: pl.DataFrame, features: Sequence[str]) -> Fitted:
+    """The default estimator on `table` (training_set's rows) restricted to `features`."""
+    X = design(table, features)
+    est = make_classifier().fit(X, table["phase"].to_numpy())
+    Z = est[:-1].transform(X)
+    d = np.linalg.norm(Z[:, None, :] - Z[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+    return Fitted(est, tuple(features), Z, float(np.quantile(d.min(axis=1), 0.99)),
+                  tuple(float(v) for v in lo), tuple(float(v) for v in hi), table.height)
+
+
+def predict(fitted: Fitted, values: dict[str, float | None], failed: Sequence[str] = ()) -> dict:
+    """One model's phase and probabilities from its feature `values`, or none where its inputs cannot carry
+    them: a measurement of it that failed (`failed`: non-finite or raising; its features would be imputed
+    with the zoo's medians and the answer made up) or a non-finite feature. A model unlike every training
+    model (farther from them than `typical`, or a feature outside the training range) gets an answer flagged
+    `extrapolating`, with those features named in `outside`: logistic probabilities only grow more certain
+    away from the data, so such a p says nothing about how sure the classifier should be."""
+    x = np.array([[np.nan if values.get(f) is None else float(values[f]) for f in fitted.features]])
+    out = {"phase": None, "probabilities": {}, "features": {f: values.get(f) for f in fitted.features},
+           "n_train": fitted.n_train, "nearest_distance": None, "typical_distance": fitted.typical,
+           "extrapolating": False, "outside": {}, "withheld": None}
+    bad = [f for f in fitted.features if values.get(f) is not None and not math.isfinite(values[f])]
+    if failed or bad or not fitted.features:
+        out["withheld"] = (f"its {', '.join(failed)} could not be measured (non-finite or failed)" if failed else
+                           f"non-finite {', '.join(bad)}" if bad else "no single-model feature to go on")
+        return out
+    for f, v, lo, hi in zip(fitted.features, x[0], fitted.lo, fitted.hi):
+        margin = RANGE_MARGIN * (hi - lo)
+        if math.isfinite(v) and math.isfinite(lo) and not lo - margin <= v <= hi + margin:
+            out["outside"][f] = {"value": float(v), "min": lo, "max": hi}
+    est = fitted.estimator
+    proba = est.predict_proba(x)[0]
+    nearest = float(np.linalg.norm(fitted.Z - est[:-1].transform(x), axis=1).min())
+    out.update(phase=str(est.classes_[int(np.argmax(proba))]),
+               probabilities={str(c): float(p) for c, p in zip(est.classes_, proba)}, nearest_distance=nearest,
+               extrapolating=bool(nearest > fitted.typical or out["outside"]))
+    return out
 
 
 def design(table: pl.DataFrame, features: Sequence[str] = FEATURES) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 
 from analysis.downstream import ensemble, predict_proba
 from analysis.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
+from data.paths import read_parquet  # a regular file of bounded size, never a FIFO
 from data.schema import PHASE_ENSEMBLES
 from data.store import ZooError, atomic_write, writer_lock
 from data.tasks import TASKS
@@ -99,7 +100,7 @@ def zoo_phase_ensembles(root: str | Path, epoch: int | None = None, size: int = 
 
 def read_phase_ensembles(root: str | Path) -> pl.DataFrame:
     path = Path(root) / PHASE_ENSEMBLES_FILE
-    return PHASE_ENSEMBLES.validate(pl.read_parquet(path)) if path.exists() else PHASE_ENSEMBLES.empty()
+    return PHASE_ENSEMBLES.validate(read_parquet(path)) if path.exists() else PHASE_ENSEMBLES.empty()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ between grid values. Knobs that leave no trace in the weights (batch size, learn
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import torch
 from data.archs import arch_params, match_shapes
 from data.store import Zoo
 from data.tasks import TASKS
+
+log = logging.getLogger("phasezoo.verdict")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,18 @@ def match_zoo(state: Mapping[str, torch.Tensor], zoo: Zoo) -> ZooMatch:
                     nearest={k: nearest_value(v, spec.grid[k]) for k, v in knobs.items()}, problems=problems)
 
 
+def _match_or_problem(state: Mapping[str, torch.Tensor], zoo: Zoo) -> ZooMatch:
+    """match_zoo, where a comparison that raises (whatever the keys: a stranger's) is that zoo not matching."""
+    try:
+        return match_zoo(state, zoo)
+    except Exception:
+        log.exception("comparing a state dict with zoo %s failed", zoo.name)
+        return ZooMatch(zoo.name, str(zoo.root), zoo.spec.arch, {}, {}, {},
+                        ("could not be compared with this zoo (an internal error, logged)",))
+
+
 def recognise(state: Mapping[str, torch.Tensor], zoos: Sequence[Zoo]) -> list[ZooMatch]:
-    """One ZooMatch per zoo: matches first (on-grid before between grid values), in the given order."""
-    matches = [match_zoo(state, z) for z in zoos]
+    """One ZooMatch per zoo: matches first (on-grid before between grid values), in the given order. Any
+    key string is safe: a name no architecture has simply does not match."""
+    matches = [_match_or_problem(state, z) for z in zoos]
     return sorted(matches, key=lambda m: (not m.ok, not m.on_grid))

@@ -9,10 +9,13 @@ of a grid cell (all pair-scope metrics) or all seeds of a cell (cell-scope metri
 run in `--workers` processes (one torch thread each), longest first. The main process appends their rows
 to the zoo's metrics.parquet atomically every `--flush-every` seconds. Resumable: a (model, pair or cell,
 epoch, metric parameters) already stored without error is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
+SIGINT/SIGTERM stop the workers, flush the finished rows and exit 130/143 with one line; a dead worker or a
+full disk ends with one line too, the finished rows kept (docs/long-jobs.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import itertools
@@ -37,9 +40,10 @@ from data.archs import build_model
 from data.device import resolve_device
 from data.tasks import TASKS
 from data.schema import METRICS
-from data.store import METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, writer_lock
-from data.workers import (LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args, format_duration,
-                          run_unordered, task_slots)
+from data.store import (METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, remove_stale_temporaries,
+                        writer_lock)
+from data.workers import (LOCAL, Executor, ExecutorError, Interrupted, add_executor_args, executor_from_args,
+                          format_duration, run_unordered, signals_deferred, stop_on_signals, task_slots)
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -139,6 +143,15 @@ def metric_rows(metrics: Sequence[Metric], inputs: Sequence[ModelInput], base: d
         except Exception as e:
             rows.append(error_row(base, metric, where, e))
     return rows
+
+
+def supersedes() -> list[str | pl.Expr]:
+    """The key under which a metric's new rows replace stored ones: the unit (model, other, epoch) and the
+    registered metric the row's output belongs to — not its params_hash, so a recomputation under a new
+    version or new parameters replaces the rows of the old one instead of standing beside them (readers
+    aggregate every row of an output)."""
+    family = {o.name: m.name for m in list_metrics() for o in m.outputs}  # an error row names the metric
+    return ["model_id", "other_id", "epoch", pl.col("metric").replace(family)]
 
 
 def _finite(v: Value) -> bool:
@@ -300,6 +313,9 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
     if not ids:
         raise ZooError(f"{zoo.name}: no model matches {models!r}")
     with writer_lock(zoo.root):
+        # a killed runner's temporaries (ours only: other tools may write other files of the zoo)
+        if n := remove_stale_temporaries(zoo.root, [METRICS_FILE, COSTS_FILE]):
+            log.info("removed %d temporary file(s) left by an interrupted run", n)
         table = read_metrics(zoo.root)
         ok = table.filter(pl.col("error").is_null())
         done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
@@ -308,8 +324,7 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
             log.info("%s", est)
             return RunReport(0, 0, 0, time.perf_counter() - t0, 0.0, 0, est)
         tasks = plan(zoo, metrics, epochs, ids, done)
-        writer = TableLog(zoo.root / METRICS_FILE, METRICS, table,
-                          key=["model_id", "other_id", "epoch", "params_hash"], flush_s=flush_every)
+        writer = TableLog(zoo.root / METRICS_FILE, METRICS, table, key=supersedes(), flush_s=flush_every)
         workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
         slots, on = task_slots(executor, workers)
         log.info("%s: %d tasks (%s) over %d models at epochs %s on %d %s", zoo.name, len(tasks),
@@ -326,16 +341,19 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         try:
             name = lambda i: (f"{'/'.join(m.name for m in tasks[i].metrics)} on {' & '.join(tasks[i].ids)} "
                               f"at epoch {tasks[i].epoch}")
-            for _, (rows, secs) in run_unordered(timed_compute, [(str(zoo.root), t, device) for t in tasks],
-                                                 workers=workers, initializer=_init_worker, executor=executor,
-                                                 describe=name):
-                busy += secs
-                writer.add(pl.DataFrame(rows, schema=METRICS.columns))
-                n_rows += len(rows)
-                n_fail += sum(r["error"] is not None for r in rows)
-                bar.update()
+            # closing: on any exception (a signal's Interrupted too) the workers stop before the flush below
+            with contextlib.closing(run_unordered(timed_compute, [(str(zoo.root), t, device) for t in tasks],
+                                                  workers=workers, initializer=_init_worker, executor=executor,
+                                                  describe=name)) as finished:
+                for _, (rows, secs) in finished:
+                    busy += secs
+                    writer.add(pl.DataFrame(rows, schema=METRICS.columns))
+                    n_rows += len(rows)
+                    n_fail += sum(r["error"] is not None for r in rows)
+                    bar.update()
         finally:
-            writer.flush()
+            with signals_deferred():  # every finished task's rows, also when a worker died or a signal came
+                writer.flush()
             bar.close()
     cells = len({zoo.configs[i].knobs for t in tasks for i in t.ids})
     return RunReport(n_tasks, n_rows, n_fail, time.perf_counter() - t0, busy, cells, est)
@@ -352,12 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS")
     ap.add_argument("--list", action="store_true", help="list the registered metrics and exit")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar or progress messages: errors only")
     ap.add_argument("--estimate", action="store_true",
                     help="measure each metric once, print what computing all of them costs, and exit (no rows)")
     add_executor_args(ap)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
+                        format="%(message)s")
     try:
         if args.list:
             for m in list_metrics():
@@ -369,8 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = resolve_metrics([p for p in args.metrics.split(",") if p])
         epochs = ([Zoo.open(args.zoo).spec.analysis_epochs[-1]] if args.epochs == "last"
                   else [int(e) for e in args.epochs.split(",") if e])
-        rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet, args.flush_every,
-                  executor_from_args(args), args.estimate)
+        with stop_on_signals():
+            rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet,
+                      args.flush_every, executor_from_args(args), args.estimate)
+    except Interrupted as e:  # the workers are stopped and every finished task's rows are flushed
+        print(f"interrupted by {e.signame}: finished metric rows are kept in {args.zoo} — rerun the same command "
+              "to resume", file=sys.stderr)
+        return e.exit_status
     except (MetricError, ZooError, ExecutorError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

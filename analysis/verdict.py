@@ -18,6 +18,10 @@ task data at the zoo's last analysis epoch:
 5. its place: the cell on the phase map, the zoo's PCA map (exact projection) and UMAP map (approximate:
    its nearest zoo models' positions), and its nearest zoo models in weight space.
 
+Every file gets its own result, whatever goes wrong inside its analysis: a Report, or a Refused with a one-line
+reason (analysis.failures; the traceback goes to the log). A near-copy of a zoo model (its fp16/bf16 round trip)
+is that model (analysis.placement); a model whose own measurements fail or are non-finite gets no phase.
+
 Reports are cached by the file's SHA-256 (with the zoo's state and the options) under
 <cache>/reports/; a run that stops half-way writes nothing.
 """
@@ -27,6 +31,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -42,22 +47,26 @@ import polars as pl
 import torch
 
 from analysis.cells import CELL_QUANTITIES, unit_values
-from analysis.embed import flatten_padded, weights_only
-from analysis.phase_classifier import FEATURES, make_classifier, model_features, training_set
+from analysis.embed import weights_only
+from analysis.failures import Caller, Refused, display_name, in_worker, refusal
+from analysis.phase_classifier import FEATURES, Fitted, fit, model_features, predict, training_set
+from analysis.placement import distinct, placement
 from analysis.phases import NEEDED, UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from analysis.recognise import ZooMatch, match_zoo, nearest_value, recognise
 from analysis.registry import ModelInput, get_metric
 from analysis.run import metric_rows, predicted_seconds, read_costs, zoo_metric
 from analysis.weights import weight_report
 from data.archs import build_model
-from data.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint
+from data.checkpoint import Checkpoint, load_checkpoint, read_checkpoint
 from data.device import resolve_device
 from data.schema import METRICS
 from data.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, atomic_write, builtin_zoos
 from data.tasks import TASKS, cache_dir, load_task
 from data.workers import CONTEXT
 
-VERSION = 1  # bump when the analysis changes: cached reports are recomputed
+log = logging.getLogger("phasezoo.verdict")
+__all__ = ["Refused", "Report", "analyse", "main", "process_pool", "summary", "upload_estimate"]
+VERSION = 2  # bump when the analysis changes: cached reports are recomputed
 UPLOAD = "upload"  # the model_id of the uploaded model in metric rows
 QUICK = ("performance", "weights", "hessian_trace_exact")  # milliseconds: in this process, before the rest
 # The upload's Hessian on the training probe set only: the taxonomy and the classifier use that split.
@@ -65,14 +74,6 @@ HESSIAN = ("hessian", {"splits": ("train",)})
 PAIRS = ("cka_logits_test", "mc_linear", "mc_bezier")
 NEIGHBOURS = 5
 Progress = Callable[[str, float], None]  # (what is being done, fraction done)
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A file that could not be analysed, and why."""
-
-    file: str
-    error: str
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,10 @@ class Report:
 
     @property
     def phase(self) -> str | None:
-        """The rules' phase where they can decide, else the classifier's."""
+        """The rules' phase where they can decide, else the classifier's; None where neither can (the classifier
+        withholds its answer when a measurement of the model failed or is non-finite)."""
         rule = self.rule.get("phase")
-        return rule if rule not in (None, UNCLASSIFIED) else self.classifier.get("phase", rule)
+        return rule if rule not in (None, UNCLASSIFIED) else self.classifier.get("phase")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, default=_jsonable)
@@ -193,31 +195,9 @@ def _training(state: tuple) -> pl.DataFrame:
 
 
 @lru_cache(maxsize=16)
-def _classifier(state: tuple, features: tuple[str, ...]):
-    """The classifier fitted on the zoo's labelled models, and the 99th percentile of the training models'
-    distances to their nearest other training model in its standardised feature space: an upload farther
-    than that from every zoo model is outside what the classifier has seen."""
-    table = _training(state)
-    X = table.select(features).to_numpy().astype(float)
-    est = make_classifier().fit(X, table["phase"].to_numpy())
-    Z = est[:-1].transform(X)  # imputed and standardised, as the final estimator sees them
-    d = np.linalg.norm(Z[:, None, :] - Z[None, :, :], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    return est, Z, float(np.quantile(d.min(axis=1), 0.99))
-
-
-@lru_cache(maxsize=4)
-def _weight_space(state: tuple, epoch: int):
-    """The zoo's padded weights at `epoch`, their PCA (the same deterministic call as analysis.embed, so
-    an upload projects into the stored map) and the stored embeddings."""
-    from sklearn.decomposition import PCA
-
-    from analysis.embed import read_embeddings, weight_matrix
-
-    zoo = Zoo.open(state[0])
-    ids, X, shapes = weight_matrix(zoo, epoch)
-    emb = read_embeddings(zoo.root).filter(pl.col("epoch") == epoch)
-    return ids, X, shapes, emb, PCA(n_components=2, random_state=0).fit(X)
+def _classifier(state: tuple, features: tuple[str, ...]) -> Fitted:
+    """The classifier fitted on the zoo's labelled models with `features` (analysis.phase_classifier.fit)."""
+    return fit(_training(state), features)
 
 
 # ----------------------------------------------------------------------------- the analysis
@@ -284,54 +264,27 @@ def _evidence(cells: pl.DataFrame, th, mine: Mapping[str, float]) -> list[dict]:
     return out
 
 
-def _placement(zoo: Zoo, epoch: int, state: Mapping[str, torch.Tensor], labels: pl.DataFrame) -> dict:
-    stored = set(zoo.checkpoints()["epoch"].unique())
-    if epoch not in stored:
-        return {"note": f"no checkpoints at epoch {epoch}"}
-    ids, X, shapes, emb, pca = _weight_space(zoo_state(zoo), epoch)
-    try:
-        v = flatten_padded(weights_only(dict(state)), shapes)
-    except ValueError as e:
-        return {"note": f"no place in the zoo's weight space: {e}"}
-    dist = np.linalg.norm(X - v, axis=1)
-    order = np.argsort(dist)[:NEIGHBOURS]
-    spec = zoo.spec
-    knobs = zoo.catalog.filter(pl.col("epoch") == epoch).select("model_id", *spec.grid, "seed")
-    info = {r["model_id"]: r for r in knobs.join(labels, on=[spec.load.knob, spec.temperature.knob], how="left")
-            .iter_rows(named=True)}
-    neighbours = [{"model_id": ids[i], "distance": float(dist[i]), "phase": info[ids[i]].get("phase"),
-                   **{k: info[ids[i]][k] for k in (*spec.grid, "seed")}} for i in order]
-    scale = float(np.linalg.norm(v)) or 1.0
-    out: dict = {"epoch": epoch, "neighbours": neighbours,
-                 "identical_to": ids[order[0]] if dist[order[0]] <= 1e-6 * scale else None}
-    x, y = pca.transform(v[None])[0]
-    out["pca"] = {"x": float(x), "y": float(y)}
-    umap = emb.filter(pl.col("method") == "umap")
-    if not umap.is_empty():  # UMAP has no cheap exact projection: inverse-distance mean of the neighbours
-        pos = dict(zip(umap["model_id"], zip(umap["x"], umap["y"])))
-        w = np.array([1.0 / max(dist[i], 1e-12) for i in order])
-        pts = np.array([pos[ids[i]] for i in order])
-        out["umap"] = {"x": float((w @ pts[:, 0]) / w.sum()), "y": float((w @ pts[:, 1]) / w.sum()),
-                       "approximate": True}
-    return out
-
-
 def _submit(executor: Executor | None, fn, *args) -> Future:
+    """A future of `fn(*args)`, which holds whatever it raised (a pool that cannot take work too)."""
+    f: Future = Future()
     if executor is None:  # in this process, now
-        f: Future = Future()
         try:
             f.set_result(fn(*args))
         except Exception as e:
             f.set_exception(e)
         return f
-    return executor.submit(fn, *args)
+    try:
+        return executor.submit(in_worker, fn, *args)
+    except Exception as e:  # a broken or shut-down pool: this job fails, the analysis goes on
+        f.set_exception(e)
+        return f
 
 
 def _load(item) -> Checkpoint:
     if isinstance(item, Checkpoint):
         return item
     if isinstance(item, tuple):
-        return read_checkpoint(item[1], item[0])
+        return read_checkpoint(item[1], display_name(item[0]))
     return load_checkpoint(item)
 
 
@@ -344,13 +297,14 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
     t0 = time.perf_counter()
     given = dict(given or {})
     zoos = list(zoos) if zoos is not None else [Zoo.open(p) for p in builtin_zoos()]
-    progress("reading the checkpoints", 0.0)
+    caller = Caller(progress)
+    caller("reading the checkpoints", 0.0)
     loaded: list[Checkpoint | Refused] = []
     for item in files:
         try:
             loaded.append(_load(item))
-        except CheckpointError as e:
-            loaded.append(Refused(_name(item), str(e)))
+        except Exception as e:
+            loaded.append(refusal(_name(item), "reading it", e))
     results: dict[int, Report | Refused] = {}
     work: list[tuple[int, Checkpoint, str]] = []
     for i, ck in enumerate(loaded):
@@ -358,32 +312,43 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
             results[i] = ck
             continue
         companions = {c.sha256 for c in loaded if isinstance(c, Checkpoint)} - {ck.sha256}
-        key = _cache_key(ck, zoos, given, epoch, companions)
-        hit = _cache_read(key) if cache else None
+        try:
+            key = _cache_key(ck, zoos, given, epoch, companions)
+            hit = _cache_read(key) if cache else None
+        except Exception as e:
+            results[i] = refusal(ck.name, "reading the report cache", e)
+            continue
         if hit is not None:
             results[i] = hit
         else:
             work.append((i, ck, key))
     for j, (i, ck, key) in enumerate(work):
-        def step(what: str, frac: float, _j=j) -> None:  # this file's share of the whole bar
-            progress(f"{ck.name}: {what}", (_j + frac) / max(len(work), 1))
+        def step(what: str, frac: float, _j=j, _name=ck.name) -> None:  # this file's share of the whole bar
+            caller.stage = what
+            caller(f"{_name}: {what}", (_j + frac) / max(len(work), 1))
 
         t1 = time.perf_counter()
-        try:
+        caller.stage = None
+        try:  # the mechanism of "one file, one result": anything this file's analysis raises refuses it alone
             report = _analyse_one(ck, [c for _, c, _ in work], zoos, given, epoch, executor, device, step)
-        except (ValueError, ZooError, RuntimeError) as e:
-            results[i] = Refused(ck.name, f"{ck.name}: {e}")
+        except Exception as e:
+            if e is caller.raised:  # the caller stopping (a closed tab): not the file's fault, nothing cached
+                raise
+            results[i] = refusal(ck.name, caller.stage, e)
             continue
         report = dataclasses.replace(report, seconds=round(time.perf_counter() - t1 + (t1 - t0) / len(work), 2))
         if cache:
             _cache_write(key, report)
         results[i] = report
-    progress("done", 1.0)
+    caller("done", 1.0)
     return [results[i] for i in range(len(loaded))]
 
 
 def _name(item) -> str:
-    return item[0] if isinstance(item, tuple) else getattr(item, "name", None) or Path(item).name
+    try:
+        return display_name(item[0] if isinstance(item, tuple) else getattr(item, "name", None) or Path(item).name)
+    except Exception:  # not even a name: still one refusal of its own
+        return "<unnamed>"
 
 
 def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Zoo], given: Mapping,
@@ -419,15 +384,21 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     task_knobs = tuple((k, v) for k, v in (given or {}).items() if k in spec.grid and k in spec.task_params)
     own = metric_task(root, epoch, params, [me], [(m, {}) for m in QUICK], "cpu", task_knobs)
     progress("placing it in weight space", 0.15)
-    placement = _placement(zoo, epoch, state, classify(cells, th).select(spec.load.knob, spec.temperature.knob,
-                                                                         "phase"))
-    identical = placement.get("identical_to")
+    place = placement(zoo, zoo_state(zoo), epoch, state,
+                      classify(cells, th).select(spec.load.knob, spec.temperature.knob, "phase"))
+    identical = place.get("identical_to")  # a copy of that zoo model within the file's precision (fp16, bf16)
     twin = zoo.configs[identical].get("knobs") if identical else None
     cell = _estimate_knobs(zoo, epoch, match, _rows_frame(own), n_params, given, twin)
 
     # The models to pair with: uploads of this same configuration if there are others, else the cell's seeds.
-    same = list({u.sha256: u for u in uploads if u.sha256 != ck.sha256 and _same_config(u.state, zoo, match)}
-                .values())  # a file uploaded twice is not its own seed
+    same = list({u.sha256: u for u in uploads if u.sha256 != ck.sha256 and _same_config(u, zoo, match)}
+                .values())  # a file uploaded twice is not its own seed, nor is its half-precision copy
+    kept = distinct(state, same)
+    copies = [u.name for u in same if not any(u is k for k in kept)]
+    same = kept
+    if copies:
+        notes.append(f"not paired with {', '.join(copies)}: the same model as this one or as another upload, to "
+                     "within their precision")
     seeds = zoo.catalog.filter(pl.col("epoch") == epoch)
     for k, v in cell.items():
         seeds = seeds.filter(pl.col(k) == v["grid"])
@@ -452,20 +423,30 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     jobs = [_submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, cell_knobs)]
     jobs += [_submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in PAIRS], device,
                      cell_knobs) for o in others]
-    rows = list(own)
+    labels = {id(jobs[0]): ("Hessian", HESSIAN[0]), **{id(f): (f"pairing with {o[1]}", None)
+                                                       for f, o in zip(jobs[1:], others)}}
+    rows, job_errors, failed = list(own), [], []
     pending, n_jobs = set(jobs), len(jobs)
     try:
         while pending:
             finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             for f in finished:
-                rows += f.result()
+                try:  # a job that fails (in a worker too) is that measurement's failure, not the whole file's
+                    rows += f.result()
+                except Exception as e:
+                    what, metric = labels[id(f)]
+                    log.error("%s: %s failed", ck.name, what, exc_info=e)
+                    job_errors.append(f"{what} failed (an internal error, logged)")
+                    failed += [metric] if metric else []
             progress(f"Hessian and {len(others)} pair(s): {n_jobs - len(pending)}/{n_jobs} done",
                      0.2 + 0.75 * (n_jobs - len(pending)) / n_jobs)
     finally:
         for f in pending:  # a caller that stops half-way (a closed browser tab) leaves no work queued
             f.cancel()
     frame = _rows_frame(rows)
-    errors = frame.filter(pl.col("error").is_not_null())["error"].to_list()
+    errors = frame.filter(pl.col("error").is_not_null())["error"].to_list() + job_errors
+    # its own measurements that failed (raised, or a non-finite value: a loss of 10³⁰-scaled weights)
+    failed = sorted({*failed, *frame.filter(pl.col("other_id").is_null() & pl.col("error").is_not_null())["metric"]})
     mine = _quantities(frame.filter(pl.col("other_id").is_null()), CELL_QUANTITIES)
     pair_rows = frame.filter(pl.col("other_id").is_not_null() & pl.col("coord").is_null() & pl.col("error").is_null())
     pairs_q = _quantities(frame.filter(pl.col("other_id").is_not_null()), {q: CELL_QUANTITIES[q]
@@ -480,6 +461,8 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     if ruled["phase"] == "unclassified":
         lacking = [q for q in NEEDED if mine.get(q) is None]
         reason = f"lacks {', '.join(lacking)}" if lacking else "a threshold is undefined for this zoo"
+        if failed:
+            reason += f" (its {', '.join(failed)} could not be measured: non-finite or failed)"
     rule = {"phase": ruled["phase"], "reason": reason, **{q: mine.get(q) for q in (*NEEDED, "mc_linear")},
             "tau_loss": th.train_loss, "eps_mc": th.mc, "tau_cka": th.cka,
             **{k: ruled[k] for k in ("margin_loss", "margin_mc", "margin_cka", "near_boundary")},
@@ -489,30 +472,34 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     feats = model_features(frame.filter(pl.col("other_id").is_null()), {UPLOAD: n_params})
     table = _training(zoo_state(zoo))
     used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
-    est, Z, typical = _classifier(zoo_state(zoo), used)
-    x = feats.select(used).to_numpy().astype(float)
-    proba = est.predict_proba(x)[0]
-    nearest = float(np.linalg.norm(Z - est[:-1].transform(x), axis=1).min())
-    classifier = {"phase": str(est.classes_[int(np.argmax(proba))]),
-                  "probabilities": {str(c): float(p) for c, p in zip(est.classes_, proba)},
-                  "features": {f: feats[f][0] for f in used}, "n_train": table.height,
-                  "nearest_distance": nearest, "typical_distance": typical, "extrapolating": nearest > typical}
-    if nearest > typical:
-        notes.append(f"unlike every zoo model in the classifier's features (distance {nearest:.2f} to the nearest, "
-                     f"where 99 % of zoo models have a neighbour within {typical:.2f}): its probabilities "
-                     "extrapolate and overstate their confidence")
+    classifier = predict(_classifier(zoo_state(zoo), used), {f: feats[f][0] for f in used}, failed)
+    if classifier["withheld"]:
+        notes.append(f"no classifier verdict: {classifier['withheld']}")
+    elif classifier["extrapolating"]:
+        outside = ", ".join(classifier["outside"])
+        notes.append(f"unlike every zoo model in the classifier's features (distance "
+                     f"{classifier['nearest_distance']:.2f} to the nearest, where 99 % of zoo models have a neighbour "
+                     f"within {classifier['typical_distance']:.2f}"
+                     + (f"; outside the zoo's range: {outside}" if outside else "")
+                     + "): its probabilities extrapolate and overstate their confidence")
     return dataclasses.replace(
         base, notes=notes, zoo=match.root, epoch=epoch, cell=cell,
         metrics=[{k: r[k] for k in ("metric", "split", "layer", "coord", "value", "stderr")}
                  for r in frame.filter(pl.col("other_id").is_null() & pl.col("error").is_null()).iter_rows(named=True)],
         pairs=[{"other": r["other_id"], "metric": r["metric"], "value": r["value"]}
                for r in pair_rows.iter_rows(named=True)],
-        rule=rule, classifier=classifier, evidence=_evidence(cells, th, mine), placement=placement, errors=errors)
+        rule=rule, classifier=classifier, evidence=_evidence(cells, th, mine), placement=place, errors=errors)
 
 
-def _same_config(state: Mapping[str, torch.Tensor], zoo: Zoo, match: ZooMatch) -> bool:
-    other = match_zoo(state, zoo)
-    return other.ok and dict(other.arch_params) == dict(match.arch_params)
+def _same_config(other: Checkpoint, zoo: Zoo, match: ZooMatch) -> bool:
+    """Whether another upload is of this one's configuration; one that cannot even be recognised is not
+    (its own analysis refuses it: this file's must not fail for it)."""
+    try:
+        m = match_zoo(other.state, zoo)
+    except Exception:
+        log.warning("%s: not recognised as a companion upload", other.name, exc_info=True)
+        return False
+    return m.ok and dict(m.arch_params) == dict(match.arch_params)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -586,9 +573,12 @@ def summary(r: Report | Refused) -> str:
                      f"mc {_fmt(ru.get('mc'))} vs −ε {_fmt(-ru['eps_mc'] if ru.get('eps_mc') else None)} points; "
                      f"CKA {_fmt(ru.get('cka'))} vs τ_C {_fmt(ru.get('tau_cka'))}  "
                      f"({ru.get('n_pairs', 0)} pair(s) with {ru.get('pairs_with') or 'nothing'})")
-        if cl:
+        if cl.get("withheld"):
+            lines.append(f"  PHASE (classifier): none — {cl['withheld']}")
+        elif cl:
             probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cl["probabilities"].items(), key=lambda kv: -kv[1]))
-            lines.append(f"  PHASE (classifier, {len(cl['features'])} single-model features): {cl['phase']}  [{probs}]")
+            lines.append(f"  PHASE (classifier, {len(cl['features'])} single-model features): {cl['phase']}  [{probs}]"
+                         + ("  (extrapolating: unlike every zoo model)" if cl.get("extrapolating") else ""))
         for e in r.evidence:
             lines.append(f"    {e['quantity']:14s} {_fmt(e['value']):>10s}  threshold {_fmt(e['threshold']):>8s}  "
                          f"zoo cells {_fmt(e['zoo_min'])} … {_fmt(e['zoo_median'])} … {_fmt(e['zoo_max'])}"

@@ -6,8 +6,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first on sys.path, not the repo root
     sys.path.insert(0, str(ROOT))
 
+import pandas  # noqa: E402,F401  (imported once here: sessions racing to a lazy first import saw it half-initialised)
 import streamlit as st  # noqa: E402
 
+from dashboard.admission import shared as serving  # noqa: E402
 from dashboard.picker import pick_zoo  # noqa: E402
 from dashboard.widgets import pick_image_format  # noqa: E402
 
@@ -23,6 +25,7 @@ pages = [
     st.Page(VIEWS / "compare.py", title="Compare zoos", icon=":material/compare:", url_path="compare"),
     st.Page(VIEWS / "downstream.py", title="Ensembles & averaging", icon=":material/hub:", url_path="downstream"),
 ]
+serving()  # the server-wide upload queue and its janitor (ended sessions released, heap trimmed), from the start
 page = st.navigation(pages)
 pick_zoo()  # the sidebar's zoo picker, shared by every page
 pick_image_format()

@@ -1,6 +1,8 @@
 """Pure chart builders: a frame and a spec in, a Plotly figure out (no Streamlit)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -33,7 +35,8 @@ def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, tit
     xi, yi = {v: i for i, v in enumerate(xs)}, {v: i for i, v in enumerate(ys)}
     has_n = "n_seeds" in cells.columns
     for row in cells.iter_rows(named=True):
-        if row[xk] in xi and row[yk] in yi and row[value] is not None:
+        # a non-finite value (a diverged seed's inf) is drawn blank: a colour scale cannot place it
+        if row[xk] in xi and row[yk] in yi and row[value] is not None and math.isfinite(row[value]):
             z[yi[row[yk]], xi[row[xk]]] = row[value]
             n[yi[row[yk]], xi[row[xk]]] = row["n_seeds"] if has_n else 1
     colorbar: dict = {}

@@ -1,4 +1,11 @@
-"""The zoo picker (sidebar widget) and the cached zoo loader."""
+"""The zoo picker (sidebar widget) and the cached zoo loader.
+
+A zoo is identified by its resolved directory, never by its name: the built-in choices are paths, and
+PHASEZOO_ZOO picks a built-in zoo only if it resolves to one's directory or is a bare built-in name
+("mnist1d-cnn", no path separator); /elsewhere/mnist1d-mlp opens /elsewhere/mnist1d-mlp. A directory typed
+under "Other directory…" (or on the Compare page: every page opens zoos through `load_zoo`) must pass the
+path policy of data.paths: inside $PHASEZOO_ZOO_ROOTS when that is set (the Procfile sets it).
+"""
 from __future__ import annotations
 
 import os
@@ -7,12 +14,14 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.cells import cell_table
+from data.paths import PathError, allowed_zoo_dir, resolve
 from data.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, builtin_zoos, read_metrics
 
 ZOO_KEY = "zoo_choice"
 CUSTOM_KEY = "zoo_custom_path"
 CURRENT_KEY = "zoo_current"  # the picked zoo's directory, for the pages
 OTHER = "Other directory…"
+ZOO_ENV = "PHASEZOO_ZOO"
 
 
 @st.cache_resource(show_spinner="Loading zoo…", max_entries=8)
@@ -21,9 +30,30 @@ def _load(path: str, catalog_mtime: float) -> Zoo:  # mtime in the key: a regene
 
 
 def load_zoo(path: str | Path) -> Zoo:
-    path = Path(path).resolve()
-    cat = path / CATALOG_FILE
-    return _load(str(path), cat.stat().st_mtime if cat.exists() else 0.0)
+    """The zoo at `path`, if the path policy allows it (checked on every call, before the cache: the policy
+    is read from the environment now). Raises ZooError or PathError (both ValueErrors) with one line."""
+    real = allowed_zoo_dir(path, trusted=[*builtin_zoos(), *filter(None, [env_zoo()])])
+    return _load(str(real), _mtime(real / CATALOG_FILE))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:  # missing, or a loop: Zoo.open says which
+        return 0.0
+
+
+def env_zoo() -> Path | None:
+    """The zoo directory $PHASEZOO_ZOO names (resolved), or None if unset or unresolvable (a link loop)."""
+    raw = os.environ.get(ZOO_ENV)
+    if not raw:
+        return None
+    if os.sep not in raw and (named := [p for p in builtin_zoos() if p.name == raw]):
+        return named[0]  # a bare built-in name; write ./<name> for a directory of that name here
+    try:
+        return resolve(raw)
+    except PathError:
+        return None
 
 
 @st.cache_data(show_spinner="Aggregating cells…", max_entries=16)
@@ -39,14 +69,12 @@ def _metrics(path: str, mtime: float):
 
 def load_metrics(root: Path):
     """The zoo's metrics table, cached until metrics.parquet changes."""
-    f = Path(root) / METRICS_FILE
-    return _metrics(str(Path(root).resolve()), f.stat().st_mtime if f.exists() else 0.0)
+    return _metrics(str(resolve(root)), _mtime(Path(root) / METRICS_FILE))
 
 
 def load_cells(root: Path, epoch: int):
     """The zoo's cell table at `epoch` (analysis.cells.cell_table), cached until its files change."""
-    files = [Path(root) / CATALOG_FILE, Path(root) / METRICS_FILE]
-    return _cells(str(Path(root).resolve()), epoch, tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files))
+    return _cells(str(resolve(root)), epoch, (_mtime(Path(root) / CATALOG_FILE), _mtime(Path(root) / METRICS_FILE)))
 
 
 def current_zoo() -> Zoo:
@@ -64,24 +92,24 @@ def pick_zoo() -> Zoo | None:
     Called by the router (app.py), not by pages: widgets of the entry script keep their state across pages.
     """
     st.session_state[CURRENT_KEY] = None
-    builtin = {p.name: p for p in builtin_zoos()}
-    options = [*builtin, OTHER]
-    default = os.environ.get("PHASEZOO_ZOO")
-    if default and Path(default).name in builtin:
-        index = options.index(Path(default).name)
-    elif default:
-        st.session_state.setdefault(CUSTOM_KEY, default)
+    options = [*(str(p) for p in builtin_zoos()), OTHER]  # resolved directories: two zoos never share a choice
+    default, raw = env_zoo(), os.environ.get(ZOO_ENV)
+    if default is not None and str(default) in options:
+        index = options.index(str(default))
+    elif raw:  # any other directory, or one that does not resolve: load_zoo below says what is wrong
+        st.session_state.setdefault(CUSTOM_KEY, raw)
         index = options.index(OTHER)
     else:
         index = 0
-    choice = st.sidebar.selectbox("Zoo", options, index=index, key=ZOO_KEY)
+    choice = st.sidebar.selectbox("Zoo", options, index=index, key=ZOO_KEY,
+                                  format_func=lambda o: o if o == OTHER else Path(o).name)
     if choice == OTHER:
         path = st.sidebar.text_input("Zoo directory", key=CUSTOM_KEY, placeholder="/path/to/zoo")
         if not path:
             st.info("Type the path of a zoo directory (one holding spec.toml and catalog.parquet).")
             return None
     else:
-        path = builtin[choice]
+        path = choice
     try:
         zoo = load_zoo(path)
     except (ZooError, ValueError, OSError) as e:

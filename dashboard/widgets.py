@@ -46,14 +46,21 @@ def image_config(key: str) -> dict:
 
 
 def downloads(table: pl.DataFrame | None, key: str, container=st) -> None:
-    """CSV and Parquet download buttons for a chart's underlying table."""
+    """CSV and Parquet download buttons for a chart's underlying table.
+
+    on_click="ignore": a click must not rerun the script. A rerun first drops this session's claim on its
+    /media files (Streamlit re-registers them as the run redraws the page), and every other session's run
+    that ends meanwhile sweeps unclaimed files: with a few busy sessions the file the browser is about to
+    fetch is gone (HTTP 404, issue 14). Without the rerun the claim stands until the page is redrawn."""
     if table is None or table.is_empty():
         return
     a, b, _ = container.columns([1, 1.3, 3])
-    a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv")
+    a.download_button("CSV", table.write_csv().encode(), f"{key}.csv", "text/csv", key=f"{key}_csv",
+                      on_click="ignore")
     buf = io.BytesIO()
     table.write_parquet(buf)
-    b.download_button("Parquet", buf.getvalue(), f"{key}.parquet", "application/octet-stream", key=f"{key}_parquet")
+    b.download_button("Parquet", buf.getvalue(), f"{key}.parquet", "application/octet-stream",
+                      key=f"{key}_parquet", on_click="ignore")
 
 
 def chart(fig, table: pl.DataFrame | None, key: str, container=st) -> None:

@@ -9,6 +9,7 @@ lets `data.train` stack models of different widths into one batched computation.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -96,11 +97,16 @@ class Transformer(nn.Module):
 Shapes = Mapping[str, tuple[int, ...]]  # parameter/buffer name -> tensor shape
 
 
+# A Sequential's child index as nn.Module names it: ASCII digits, no leading zero ("01", "١", "²" are no index:
+# str.isdigit accepts all three and int() would turn two of them into someone else's key).
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
 def _infer_mlp(shapes: Shapes) -> dict | None:
     """MLP keys are `<index>.weight` of the Sequential's Linear layers (index 0 is the Flatten)."""
-    linear = sorted(int(k.split(".")[0]) for k, s in shapes.items()
-                    if k.endswith(".weight") and k.split(".")[0].isdigit() and len(s) == 2)
-    return {"width": shapes[f"{linear[0]}.weight"][0], "depth": len(linear) - 1} if len(linear) >= 2 else None
+    linear = sorted((int(k.split(".")[0]), k) for k, s in shapes.items()
+                    if k.endswith(".weight") and _INDEX.fullmatch(k.split(".")[0]) and len(s) == 2)
+    return {"width": shapes[linear[0][1]][0], "depth": len(linear) - 1} if len(linear) >= 2 else None
 
 
 def _infer_cnn1d(shapes: Shapes) -> dict | None:
@@ -196,13 +202,16 @@ def match_shapes(arch: str, shapes: Shapes, input_shape: tuple[int, ...], n_clas
 
     The inference only proposes; building and comparing decides, so a wrong guess can never match.
     """
-    params = arch_def(arch).infer(shapes)
+    try:  # keys and shapes are a stranger's: a guess that trips over them is simply no guess
+        params = arch_def(arch).infer(shapes)
+    except Exception:
+        params = None
     if params is None:
         return ShapeMatch(arch, {}, (f"its keys are not those of a {arch}",))
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             model = build_model(arch, input_shape, n_classes, params)
-    except (SpecError, ValueError, RuntimeError) as e:
+    except Exception as e:  # SpecError, ValueError (heads ∤ width), …: parameters no model of `arch` has
         return ShapeMatch(arch, params, (f"no {arch} has these parameters {params}: {e}",))
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in want if k not in shapes]

@@ -4,8 +4,11 @@ A `.pt` file is a pickle, and unpickling can call any function (os.system, exec)
 usual way hands them the machine. So safetensors files go through safetensors (no code at all) and PyTorch files
 only through torch.load(weights_only=True), which accepts tensors and plain containers and refuses every other
 global. Around that sit the checks weights_only does not make — size limits, zip bombs, wrappers, prefixes,
-non-finite values — and one error type, CheckpointError, whose one-line message starts with the file name so a
-dashboard can show it as is.
+non-finite values, and the memory a file's tensors take once built: data.checkpoint_inspect (with the restricted
+unpickler of data.checkpoint_pickle) reads what a file declares, and the tensors it would build are counted (numel ×
+element size, each alias and stride-0 view in full) against MAX_EXPANSION × the size limit before anything is
+allocated. One error type, CheckpointError, carries a one-line message (at most MAX_MESSAGE characters, no control
+characters, the file's base name first) that a dashboard can show as is.
 """
 from __future__ import annotations
 
@@ -15,28 +18,31 @@ import math
 import os
 import re
 import stat
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors
+
+from data.checkpoint_inspect import MAX_ZIP_RATIO  # noqa: F401  (public here before the inspection moved out)
+from data.checkpoint_inspect import (CORRUPT, MAX_MB_ENV, ZIP_MAGIC, Declared, Refusal, check_zip, inspect_legacy,
+                                     inspect_zip, looks_like_safetensors, reencode, safetensors_views, torch_failure)
+from data.checkpoint_inspect import size_text as _size
+from data.checkpoint_pickle import TensorDecl
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 DEFAULT_MAX_BYTES = 256 * 2**20
-MAX_MB_ENV = "PHASEZOO_MAX_CHECKPOINT_MB"
 
 # Keys under which training scripts commonly nest the state dict beside metadata (epoch, optimizer, ...).
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 # Prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile; a plain model has neither.
 STRIP_PREFIXES = ("module.", "_orig_mod.")
-# PyTorch stores zip entries uncompressed (ratio 1); a legitimate archive never comes near this.
-MAX_ZIP_RATIO = 100
-
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTO = b"\x80"  # the PROTO opcode every pickle of protocol >= 2 (torch's legacy format) starts with
-STATE_DICT_ADVICE = "save a state dict (model.state_dict(), ideally with safetensors) instead"
+# The tensors of a file may take at most this many times the size limit in memory once built (sum over tensors of
+# numel × element size, every alias and stride-0 broadcast counted in full): room for tied weights, which a file
+# stores once and a state dict holds twice; none for 1,000 names of one tensor or a stride-0 view of 3·10⁸ elements.
+MAX_EXPANSION = 2
+MAX_MESSAGE = 300  # characters: a message is one line for a dashboard, whatever the file puts in its names
+FINITE_CHUNK = 2**22  # elements checked for NaN/Inf at a time: the check's own temporaries stay a few MB
 
 _PLAIN_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 _FLOAT8 = frozenset(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
@@ -46,7 +52,10 @@ _INTS = frozenset({torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint; the message names the file and the problem."""
+    """A file that is not a usable checkpoint; the message names the file and the problem, on one line."""
+
+    def __init__(self, message: str):
+        super().__init__(_short(_printable(str(message)), MAX_MESSAGE))
 
 
 @dataclass(frozen=True)
@@ -83,20 +92,21 @@ def load_checkpoint(path: str | Path, *, limit: int | None = None) -> Checkpoint
     except CheckpointError:
         raise
     except Exception as e:  # e.g. ValueError for a path with a NUL byte: still this path's problem, not a crash
-        raise CheckpointError(f"{name}: cannot be read: {_reason(e)}") from e
+        reason = "its path contains a null byte" if "null byte" in str(e) else f"{type(e).__name__} while opening it"
+        raise CheckpointError(f"{name}: cannot be read: {reason}") from e
 
 
 def _load(path: Path, name: str, limit: int | None) -> Checkpoint:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(f"{name}: no such file ({_printable(str(path))})") from None
+        raise CheckpointError(f"{name}: no such file") from None
     except OSError as e:
         raise CheckpointError(f"{name}: cannot be read: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"{name}: is a directory, not a checkpoint file ({_printable(str(path))})")
+        raise CheckpointError(f"{name}: is a directory, not a checkpoint file")
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device may never end, and its st_size means nothing
-        raise CheckpointError(f"{name}: is not a regular file ({_printable(str(path))})")
+        raise CheckpointError(f"{name}: is not a regular file")
     _check_suffix(name)
     limit = _limit(name, limit)
     _check_size(name, st.st_size, limit)
@@ -119,21 +129,22 @@ def read_checkpoint(data: bytes, name: str, *, limit: int | None = None) -> Chec
     except CheckpointError:
         raise
     except Exception as e:  # a reader failing in a way not foreseen below is still the file's fault
-        raise CheckpointError(f"{name}: could not be loaded: {_reason(e)}") from e
+        raise CheckpointError(f"{name}: could not be loaded: the reader failed on it ({type(e).__name__})") from e
 
 
 def _read(data: bytes, name: str, limit: int | None) -> Checkpoint:
     suffix = _check_suffix(name)
     limit = _limit(name, limit)
     _check_size(name, len(data), limit)
+    budget = MAX_EXPANSION * limit
     if suffix == ".safetensors":
-        fmt, obj = "safetensors", _load_safetensors(data, name)
+        fmt, obj = "safetensors", _load_safetensors(data, name, budget)
     else:
         fmt = "torch-zip" if data.startswith(ZIP_MAGIC) else "torch-legacy"
-        obj = _load_torch(data, name, limit)
+        obj = _load_torch(data, name, limit, budget)
     state, notes = _state_dict(obj, name)
     state, strip_notes = _strip_prefixes(state)
-    state = _clean_tensors(state, name)
+    state = _clean_tensors(state, name, budget)
     return Checkpoint(name=name, sha256=hashlib.sha256(data).hexdigest(), n_bytes=len(data), format=fmt,
                       state=state, notes=tuple(notes + strip_notes))
 
@@ -143,7 +154,9 @@ def _read(data: bytes, name: str, limit: int | None) -> Checkpoint:
 
 def _base_name(name: str) -> str:
     # Browsers and clients may send a full client-side path, with either separator; only the file name is ours.
-    return _printable(str(name).replace("\\", "/").rsplit("/", 1)[-1]) or "<unnamed>"
+    # A name of thousands of characters keeps its start and its suffix.
+    name = _printable(str(name).replace("\\", "/").rsplit("/", 1)[-1]) or "<unnamed>"
+    return name if len(name) <= 80 else name[:60] + "…" + name[-19:]
 
 
 def _check_suffix(name: str) -> str:
@@ -171,142 +184,104 @@ def _check_size(name: str, n_bytes: int, limit: int) -> None:
                               f"(set {MAX_MB_ENV} to raise it)")
 
 
-def _size(n: int) -> str:
-    if n >= 2**20:
-        return f"{n / 2**20:.1f} MB"
-    return f"{n / 2**10:.1f} KB" if n >= 2**10 else f"{n} bytes"
-
-
-def _looks_like_safetensors(data: bytes) -> bool:
-    # 8-byte little-endian header length, then a JSON object that fits in the file.
-    return len(data) > 9 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
-
-
 def _printable(text: str) -> str:
     # Names and reasons can come from the file itself; keep control characters out of a one-line message.
     return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
 
 
-def _reason(e: BaseException, n: int = 160) -> str:
-    """One short line from an exception: its first sentence, whitespace collapsed, else its type."""
-    text = _printable(str(e))
-    text = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")  # drop torch's boilerplate that follows
-    if not text:
-        return {"EOFError": "unexpected end of file"}.get(type(e).__name__, type(e).__name__)
-    if isinstance(e, LookupError):  # str(KeyError(159)) is a bare "159": say what kind of failure it was
-        text = f"{type(e).__name__}: {text}"
+def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _key(key: object) -> str:
+    return _short(_printable(repr(key)))
 
 
 # --- readers ---------------------------------------------------------------------------------------------------
 
 
-def _load_safetensors(data: bytes, name: str) -> dict[str, torch.Tensor]:
-    # A header length whose low byte is 0x80 (e.g. 384) starts like a pickle: trust the header's own shape first.
-    if not _looks_like_safetensors(data) and (data.startswith(ZIP_MAGIC) or data.startswith(PICKLE_PROTO)):
-        raise CheckpointError(f"{name}: is not a safetensors file: it looks like a PyTorch file; rename it .pt")
-    if len(data) < 8:
-        raise CheckpointError(f"{name}: is not a readable safetensors file: {len(data)} bytes, too short for a header")
-    header = int.from_bytes(data[:8], "little")
-    if header > len(data) - 8:  # checked here for a clearer message than safetensors' "header too large"
-        raise CheckpointError(f"{name}: is not a readable safetensors file: its header length field says "
-                              f"{header} bytes but only {len(data) - 8} follow (truncated or not safetensors)")
+def _check_budget(name: str, sizes: list[int], budget: int, stored: int) -> None:
+    """Refuse tensors that would take more than `budget` bytes once built; `stored` is what their storages hold."""
+    total = sum(sizes)
+    if total > budget:
+        how = (f": they view only {_size(stored)} of stored data, by aliasing or stride-0 broadcasting"
+               if total > MAX_EXPANSION * stored else f"; set {MAX_MB_ENV} to raise it")
+        raise CheckpointError(f"{name}: refused: its tensors would take {_size(total)} in memory, over the limit of "
+                              f"{_size(budget)} ({MAX_EXPANSION}× the size limit){how}")
+
+
+def _load_safetensors(data: bytes, name: str, budget: int) -> dict[str, torch.Tensor]:
     try:
-        return load_safetensors(data)
-    except Exception as e:  # SafetensorError for bad headers; anything else is just as much the file's fault
-        reason = re.sub(r"^Error while deserializing( header)?: ", "", _reason(e))
-        raise CheckpointError(f"{name}: is not a readable safetensors file: {reason}") from None
+        views = safetensors_views(data)
+    except Refusal as r:
+        raise CheckpointError(f"{name}: {r}") from None
+    _check_budget(name, [math.prod(shape) * dtype.itemsize for _, dtype, shape, _ in views], budget, len(data))
+    # frombuffer shares the bytes already copied out of the file; it cannot take an empty buffer
+    return {key: torch.frombuffer(buf, dtype=dtype).reshape(shape) if len(buf) else torch.empty(shape, dtype=dtype)
+            for key, dtype, shape, buf in views}
 
 
-def _load_torch(data: bytes, name: str, limit: int) -> object:
-    if _looks_like_safetensors(data):
+def _load_torch(data: bytes, name: str, limit: int, budget: int) -> object:
+    if looks_like_safetensors(data):
         raise CheckpointError(f"{name}: is not a PyTorch file: it looks like a safetensors file; "
                               "rename it .safetensors")
-    if data.startswith(ZIP_MAGIC):
-        _check_zip(data, name, limit)
     try:
-        # weights_only=True is the whole point: only tensors and plain containers are rebuilt, no global is
-        # called except torch's own allowlist. Passed explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot undo it.
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if data.startswith(ZIP_MAGIC):
+            check_zip(data, limit)
+            declared = inspect_zip(data)
+        else:
+            declared = inspect_legacy(data)
+    except Refusal as r:
+        raise CheckpointError(f"{name}: {r}") from None
+    # What the file declares is checked before torch builds any of it: shapes, dtypes and the memory they take.
+    state, _ = _state_dict(declared.obj, name)
+    state, _ = _strip_prefixes(state)
+    _check_declared(state, name, budget)
+    payload = data if declared.torch_readable else _reencode(data, declared, name)
+    try:
+        return _torch_load(payload)
     except Exception as e:
-        raise _torch_error(e, name) from None
+        if payload is not data or "Unsupported operand" not in str(e):
+            raise CheckpointError(f"{name}: {torch_failure(e)}") from e
+    try:  # a protocol-2 pickle using opcodes torch's unpickler lacks: say the same thing in the ones it has
+        return _torch_load(_reencode(data, declared, name))
+    except Exception as e:
+        raise CheckpointError(f"{name}: {torch_failure(e)}") from e
 
 
-def _check_zip(data: bytes, name: str, limit: int) -> None:
-    """Refuse an archive that is unreadable or would inflate past the limit, before torch decompresses anything."""
+def _torch_load(payload: bytes) -> object:
+    # weights_only=True is the whole point: only tensors and plain containers are rebuilt, no global is called except
+    # torch's own allowlist. Passed explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot undo it.
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def _reencode(data: bytes, declared: Declared, name: str) -> bytes:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            entries = z.infolist()
-    except Exception as e:  # BadZipFile mostly; a mangled directory can also raise struct/Value/OSError
-        # zipfile says "File is not a zip file" when the directory at the end is gone, as in a cut-short upload.
-        reason = "its zip directory is missing" if str(e) == "File is not a zip file" else _reason(e)
-        raise CheckpointError(f"{name}: is not a readable PyTorch checkpoint (truncated or corrupt): "
-                              f"its zip archive cannot be read: {reason}") from None
-    for entry in entries:
-        if entry.file_size > MAX_ZIP_RATIO * max(entry.compress_size, 1):
-            raise CheckpointError(f"{name}: refused: zip entry {entry.filename!r} decompresses to "
-                                  f"{_size(entry.file_size)} from {_size(entry.compress_size)} (a zip bomb; "
-                                  "PyTorch writes its entries uncompressed)")
-    total = sum(entry.file_size for entry in entries)
-    if total > limit:
-        raise CheckpointError(f"{name}: refused: its zip archive decompresses to {_size(total)}, over the limit of "
-                              f"{_size(limit)} (a zip bomb, or set {MAX_MB_ENV} to raise the limit)")
-
-
-def _torch_error(e: Exception, name: str) -> CheckpointError:
-    """Turn a torch.load failure into a message: code refused by weights_only, or a damaged file."""
-    text = str(e)
-    refused_global = re.search(r"GLOBAL (\S+)", text)
-    if refused_global:
-        return CheckpointError(f"{name}: refused: {_describe_global(refused_global.group(1))}, which a weights-only "
-                               f"load does not allow (only tensors and plain containers) — {STATE_DICT_ADVICE}")
-    # Random bytes and non-torch pickles fail on an opcode; the weights-only unpickler raises this for those too.
-    if "Unsupported operand" not in text and ("Weights only load failed" in text or "WeightsUnpickler" in text):
-        return CheckpointError(f"{name}: refused: it holds objects beyond tensors and plain containers "
-                               f"({_weights_only_reason(text)}), which a weights-only load does not allow — "
-                               f"{STATE_DICT_ADVICE}")
-    opcode = re.search(r"Unsupported operand (\d+)", text)
-    reason = f"not a pickle torch.save writes (unsupported opcode {opcode.group(1)})" if opcode else _reason(e)
-    return CheckpointError(f"{name}: is not a readable PyTorch checkpoint (truncated or corrupt): {reason}")
-
-
-def _describe_global(path: str) -> str:
-    module, _, attr = path.rpartition(".")
-    if not module:  # torch strips "builtins." from the names it reports ("GLOBAL exec")
-        module = "builtins"
-    if module in ("posix", "nt"):  # os.system pickles under the platform module's name
-        module = "os"
-    path = _printable(f"{module}.{attr}")
-    if module.startswith("torch.nn.modules"):
-        return f"it holds a whole model object ({path}) rather than its state dict"
-    if attr[:1].isupper():  # a class: an object saved whole rather than as tensors
-        return f"the pickle needs the class {path}"
-    return f"the pickle calls {path}"
-
-
-def _weights_only_reason(text: str) -> str:
-    # torch wraps the unpickler's own one-line reason in paragraphs of advice; keep only that reason.
-    text = text.rsplit("WeightsUnpickler error:", 1)[-1]
-    skip = ("Weights only load failed", "In PyTorch 2.6", "Check the documentation", "(1)", "(2)", "Please file")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)]
-    return _reason(ValueError(lines[0] if lines else text))
+        return reencode(data, declared)
+    except Refusal as r:
+        raise CheckpointError(f"{name}: {r}") from None
+    except Exception as e:  # e.g. RecursionError for a deeply nested wrapper
+        raise CheckpointError(f"{name}: {CORRUPT}: its pickle cannot be re-encoded ({type(e).__name__})") from None
 
 
 # --- structure -------------------------------------------------------------------------------------------------
 
 
+def _is_tensor(v: object) -> bool:
+    return isinstance(v, (torch.Tensor, TensorDecl))  # the structure is checked on declarations, then on tensors
+
+
 def _state_dict(obj: object, name: str) -> tuple[Mapping, list[str]]:
     """The mapping of names to tensors inside `obj`, unwrapping one common {"state_dict": ..., "epoch": ...}."""
-    if isinstance(obj, torch.Tensor):
+    if _is_tensor(obj):
         raise CheckpointError(f"{name}: holds a single tensor, not a state dict (a mapping of parameter names to "
                               "tensors)")
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name}: holds a {type(obj).__name__}, not a state dict (a mapping of parameter "
                               "names to tensors)")
-    if any(isinstance(v, torch.Tensor) for v in obj.values()):
+    if any(_is_tensor(v) for v in obj.values()):
         return obj, []
-    wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)
-               and any(isinstance(v, torch.Tensor) for v in obj[k].values())]
+    wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and any(map(_is_tensor, obj[k].values()))]
     if len(wrapped) > 1:
         raise CheckpointError(f"{name}: holds several state dicts ({_keys(wrapped)}); save the one you mean alone")
     if not wrapped:
@@ -321,7 +296,7 @@ def _state_dict(obj: object, name: str) -> tuple[Mapping, list[str]]:
 
 
 def _keys(keys: list, n: int = 6) -> str:
-    shown = ", ".join(repr(k) for k in keys[:n])
+    shown = ", ".join(_key(k) for k in keys[:n])
     return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
@@ -339,16 +314,36 @@ def _strip_prefixes(state: Mapping) -> tuple[Mapping, list[str]]:
     return state, notes
 
 
-def _clean_tensors(state: Mapping, name: str) -> dict[str, torch.Tensor]:
+def _check_entries(state: Mapping, name: str, tensor_type: type) -> None:
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{name}: has a non-string key {_key(key)} ({type(key).__name__}); a state dict "
+                                  "maps parameter names to tensors")
+        if not isinstance(value, tensor_type):
+            what = type(value).__name__.lstrip("_")
+            raise CheckpointError(f"{name}: key {_key(key)} holds a {what}, not a tensor")
+        _check_dtype(value.dtype, key, name)
+
+
+def _check_declared(state: Mapping, name: str, budget: int) -> None:
+    """Check the declared tensors, and the memory they would take, before torch.load builds anything."""
+    _check_entries(state, name, TensorDecl)
+    stored = {id(t.storage): t.storage.numel * t.storage.dtype.itemsize for t in state.values()}
+    _check_budget(name, [t.nbytes for t in state.values()], budget, sum(stored.values()))
+
+
+def _clean_tensors(state: Mapping, name: str, budget: int) -> dict[str, torch.Tensor]:
+    _check_entries(state, name, torch.Tensor)
+    for key, t in state.items():
+        if t.layout != torch.strided or t.device.type == "meta":  # refused by inspection; never copy one out
+            raise CheckpointError(f"{name}: tensor {_key(key)} is {t.layout} on {t.device.type} (not dense data); "
+                                  "only dense tensors are supported")
+    # Counted again on what torch built, before the first copy: numel × element size, every alias counted in full.
+    stored = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in state.values()}
+    _check_budget(name, [t.numel() * t.element_size() for t in state.values()], budget, sum(stored.values()))
     out: dict[str, torch.Tensor] = {}
     seen_storage: set[int] = set()
     for key, value in state.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f"{name}: has a non-string key {key!r} ({type(key).__name__}); a state dict maps "
-                                  "parameter names to tensors")
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{name}: key {key!r} holds a {type(value).__name__}, not a tensor")
-        _check_tensor(value, key, name)
         t = value.detach().cpu().contiguous()
         # Tensors that share memory (tied weights, views of one buffer) get their own copy: the state dict is then
         # independent of the file's layout and can be saved again with safetensors, which refuses shared memory.
@@ -356,20 +351,27 @@ def _clean_tensors(state: Mapping, name: str) -> dict[str, torch.Tensor]:
         if t.numel() and (storage.data_ptr() in seen_storage or storage.nbytes() != t.numel() * t.element_size()):
             t = t.clone()
         seen_storage.add(t.untyped_storage().data_ptr())
+        _check_finite(t, key, name)
         out[key] = t
     return out
 
 
-def _check_tensor(t: torch.Tensor, key: str, name: str) -> None:
-    if t.layout != torch.strided:
-        raise CheckpointError(f"{name}: tensor {key!r} is {t.layout} (not dense); only dense tensors are supported")
-    if t.dtype.is_complex:
-        raise CheckpointError(f"{name}: tensor {key!r} is complex ({t.dtype}); only real-valued tensors are supported")
-    if t.dtype not in _PLAIN_FLOATS | _FLOAT8 | _INTS:
-        raise CheckpointError(f"{name}: tensor {key!r} has the unsupported dtype {t.dtype}")
-    if t.dtype.is_floating_point and t.numel():
-        finite = torch.isfinite(t if t.dtype in _PLAIN_FLOATS else t.float())  # isfinite lacks some float8 kernels
-        bad = int(finite.numel() - finite.sum())
-        if bad:
-            raise CheckpointError(f"{name}: tensor {key!r} has {bad} NaN/Inf value{'s' if bad != 1 else ''} "
-                                  f"(of {t.numel()})")
+def _check_dtype(dtype: torch.dtype, key: str, name: str) -> None:
+    if dtype.is_complex:
+        raise CheckpointError(f"{name}: tensor {_key(key)} is complex ({dtype}); only real-valued tensors are "
+                              "supported")
+    if dtype not in _PLAIN_FLOATS | _FLOAT8 | _INTS:
+        raise CheckpointError(f"{name}: tensor {_key(key)} has the unsupported dtype {dtype}")
+
+
+def _check_finite(t: torch.Tensor, key: str, name: str) -> None:
+    if not (t.dtype.is_floating_point and t.numel()):
+        return
+    flat, bad = t.reshape(-1), 0  # t is contiguous: a view
+    for i in range(0, flat.numel(), FINITE_CHUNK):  # chunks keep the mask (and a float8 upcast) a few MB
+        part = flat[i: i + FINITE_CHUNK]
+        part = part if t.dtype in _PLAIN_FLOATS else part.float()  # isfinite lacks some float8 kernels
+        bad += part.numel() - int(torch.isfinite(part).sum())
+    if bad:
+        raise CheckpointError(f"{name}: tensor {_key(key)} has {bad} NaN/Inf value{'s' if bad != 1 else ''} "
+                              f"(of {t.numel()})")

@@ -6,11 +6,18 @@ Models that share everything but their seed and their paddable knobs (width) are
 `data.train.train_batched`; `plan_groups` decides which of them to pad into one computation with a
 simple cost model. Groups run in `--workers` processes (one torch thread each). The main process is the
 only writer: it writes each finished group's checkpoints, then (every `--flush-every` seconds) the
-catalog, each atomically, so a run killed at any moment resumes by skipping the models in the catalog.
+catalog, each atomically, so a run killed at any moment resumes where it stopped (docs/long-jobs.md).
+
+A batched model's numbers depend on its group (float reductions over the padded stack), so groups are
+the unit of resume: they are always planned from the whole spec, a group enters the catalog whole or not
+at all, and a resume trains exactly the groups not yet in it — interrupted + resumed is byte for byte
+the uninterrupted zoo. `--sequential` trains every model alone (`train_one`): other float rounding than
+batched training for the same seed (losses agree to ~1e-5 relative), byte for byte reproducible with itself.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import queue as queue_mod
@@ -29,11 +36,12 @@ from data.device import resolve_device
 from data.params import SpecError
 from data.schema import CATALOG
 from data.spec import ModelConfig, ZooSpec, parse_spec
-from data.store import (CATALOG_FILE, TableLog, ZooError, init_zoo_dir, read_catalog, remove_stale_temporaries,
-                        write_checkpoint, writer_lock)
+from data.store import (CATALOG_FILE, CHECKPOINTS, TableLog, ZooError, init_zoo_dir, read_catalog,
+                        remove_stale_temporaries, write_checkpoint, writer_lock)
 from data.tasks import TaskData, load_task
-from data.workers import (CONTEXT, LOCAL, Executor, ExecutorError, add_executor_args, executor_from_args,
-                          format_duration, run_unordered, task_slots)
+from data.workers import (CONTEXT, LOCAL, Executor, ExecutorError, Interrupted, add_executor_args,
+                          executor_from_args, format_duration, run_unordered, signals_deferred, stop_on_signals,
+                          task_slots)
 from data.train import (TrainConfig, TrainResult, seconds_per_eval, seconds_per_step, steps_per_epoch, train_batched,
                         train_one)
 
@@ -214,10 +222,14 @@ def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batch
         log.info("removed %d temporary file(s) left by an interrupted run", n)
     catalog = read_catalog(root, spec, missing_ok=True)
     done = set(catalog["model_id"].unique())
-    pending = [c for c in spec.models() if c.model_id not in done]
+    # The groups of the whole spec, as an uninterrupted run plans them, less those already in the catalog.
+    # A group partly there (a zoo written before groups were atomic) is trained again whole and replaces
+    # its rows, so that its models get the numbers of their group.
+    groups = [g for g in plan_groups(spec, spec.models(), batched) if not all(c.model_id in done for c in g.configs)]
+    pending = [c for g in groups for c in g.configs]
+    done -= {c.model_id for c in pending}
     if not pending:
         return GenerateReport(0, len(done), 0, 0.0)
-    groups = plan_groups(spec, pending, batched)
     workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
     slots, on = task_slots(executor, workers)
     log.info("%s: %d models to train (%d already done) in %d groups on %d %s",
@@ -230,23 +242,38 @@ def _generate(root: Path, spec: ZooSpec, workers: int | None, device: str, batch
     steps_q = CONTEXT.Queue() if local else None  # Ray workers on other machines: progress per finished group
     bar = tqdm(total=sum(g.steps for g in groups), unit="step", disable=not progress, smoothing=0.05,
                desc=f"{spec.name}: {len(pending)} models", file=sys.stderr)
+    _remove_orphan_checkpoints(root, catalog, pending)
     writer = _Writer(root, spec, catalog, flush_every)
     name = lambda i: (f"training group {i + 1}/{len(groups)} ({groups[i].configs[0].model_id}"
                       + (f" and {len(groups[i].configs) - 1} more)" if len(groups[i].configs) > 1 else ")"))
     try:
-        for i, results in run_unordered(train_group, [(spec, g.configs, device) for g in groups], workers=workers,
-                                        initializer=_init_worker, initargs=(steps_q, dict(_TASKS)),
-                                        on_tick=lambda: _drain(steps_q, bar) if local else None,
-                                        executor=executor, describe=name):
-            writer.add(groups[i], results)
-            if not local:
-                bar.update(groups[i].steps)
+        # closing: on any exception (a signal's Interrupted too) the workers stop before the flush below
+        with contextlib.closing(run_unordered(
+                train_group, [(spec, g.configs, device) for g in groups], workers=workers,
+                initializer=_init_worker, initargs=(steps_q, dict(_TASKS)),
+                on_tick=lambda: _drain(steps_q, bar) if local else None, executor=executor,
+                describe=name)) as finished:
+            for i, results in finished:
+                writer.add(groups[i], results)
+                if not local:
+                    bar.update(groups[i].steps)
     finally:
-        writer.flush()  # keep every finished group, also when another one failed
+        writer.flush()  # keep every finished group, also when another one failed or a signal stopped the run
         if local:
             _drain(steps_q, bar)
         bar.close()
     return GenerateReport(len(pending), len(done), len(groups), time.perf_counter() - t0, est)
+
+
+def _remove_orphan_checkpoints(root: Path, catalog: pl.DataFrame, configs: Sequence[ModelConfig]) -> None:
+    """Delete checkpoints of the models about to be trained that the catalog does not name: written by a
+    run killed before it flushed their group, they are not part of the zoo (the group is trained again)."""
+    named = set(catalog["checkpoint"].drop_nulls())
+    for c in configs:
+        folder = root / CHECKPOINTS / c.model_id
+        for p in folder.glob("*.safetensors") if folder.is_dir() else ():
+            if str(p.relative_to(root)) not in named:
+                p.unlink()
 
 
 def _drain(q, bar: tqdm) -> None:
@@ -263,6 +290,7 @@ class _Writer:
     A group is part of the zoo once the catalog naming it is written (after its checkpoints, which are
     synced to disk first), so a kill loses at most `flush_s` seconds of finished work and corrupts nothing;
     rewriting the catalog after every one of hundreds of single-model tasks would cost more than training.
+    A group's rows are added in one piece, so no flush (timed, final or forced by a failure) can split it.
     """
 
     def __init__(self, root: Path, spec: ZooSpec, catalog: pl.DataFrame, flush_s: float):
@@ -271,12 +299,17 @@ class _Writer:
                             knobs=spec.knob_dtypes, flush_s=flush_s, before_flush=os.sync)
 
     def add(self, group: Group, results: Sequence[TrainResult]) -> None:
-        for cfg, n, res in zip(group.configs, group.n_params, results):
-            paths = {e: write_checkpoint(self.root, cfg.model_id, e, sd) for e, sd in sorted(res.checkpoints.items())}
-            self.log.add(catalog_rows(self.spec, cfg, res, paths, n))
+        with signals_deferred():  # a finished group is kept whole: a SIGTERM now takes effect after it
+            rows = []
+            for cfg, n, res in zip(group.configs, group.n_params, results):
+                paths = {e: write_checkpoint(self.root, cfg.model_id, e, sd)
+                         for e, sd in sorted(res.checkpoints.items())}
+                rows.append(catalog_rows(self.spec, cfg, res, paths, n))
+            self.log.add(pl.concat(rows))  # only once every checkpoint of the group is written
 
     def flush(self) -> None:
-        self.log.flush()
+        with signals_deferred():
+            self.log.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,17 +318,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="zoo directory to create or resume")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    ap.add_argument("--sequential", action="store_true", help="one model at a time (the baseline; slower)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="one model at a time (the baseline; slower; other float rounding than batched, "
+                         "reproducible with itself)")
     ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS",
                     help="rewrite the catalog at most this often: the finished work a kill can cost (default 5)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar or progress messages: errors only")
     ap.add_argument("--estimate", action="store_true", help="print the cost estimate and exit without training")
     add_executor_args(ap)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
+                        format="%(message)s")
     try:
-        rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet,
-                       args.flush_every, executor_from_args(args), args.estimate)
+        with stop_on_signals():
+            rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet,
+                           args.flush_every, executor_from_args(args), args.estimate)
+    except Interrupted as e:  # the workers are stopped and every finished group is flushed
+        print(f"interrupted by {e.signame}: finished groups are kept in {args.out} — rerun the same command "
+              "to resume", file=sys.stderr)
+        return e.exit_status
     except (SpecError, ZooError, ExecutorError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

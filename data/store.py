@@ -27,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.archs import build_model
+from data.paths import (MAX_CHECKPOINT_BYTES, MAX_TABLE_BYTES, MAX_TEXT_BYTES, PathError, check_zoo_dir, read_parquet,
+                        read_text, regular_file, zoo_file)
 from data.schema import CATALOG, METRICS, Schema, SchemaError
 from data.spec import ModelConfig, ZooSpec, parse_spec
 from data.tasks import TASKS, TaskData, load_task
@@ -39,15 +41,38 @@ class ZooError(ValueError):
     """A zoo directory is missing, incomplete or corrupt; the message names the file."""
 
 
+class WriteError(ZooError, OSError):
+    """Writing a file of the zoo failed (disk full, quota, permissions, a vanished mount). Both a ZooError
+    and an OSError, so callers catching either keep working; the message is one line naming the file."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        errno_ = getattr(cause, "errno", None)
+        reason = os.strerror(errno_) if errno_ else (str(cause).splitlines() or [type(cause).__name__])[0]
+        hint = " (disk full: free some space)" if errno_ in (28, 122) or "space" in reason.lower() else ""
+        super().__init__(errno_, reason)
+        self.errno, self.strerror, self.path = errno_, reason, path  # as callers catching OSError read them
+        self.message = f"cannot write {path}: {reason}{hint}; finished work is kept — rerun to resume"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# What a failing write raises: the OS (ENOSPC, EDQUOT, EIO ...), safetensors and polars wrap the OS error
+# in their own types, so all three become one WriteError.
+WRITE_ERRORS = (OSError, SafetensorError, pl.exceptions.PolarsError)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, fsync it (if `durable`), then rename it over `path`.
 
     The rename alone makes the write atomic against a killed process; the fsync also against power loss.
+    A failing write (disk full ...) leaves the old file, removes the temporary and raises WriteError.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a zoo is meant to be shared
         if durable:
@@ -60,8 +85,11 @@ def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, WRITE_ERRORS) and not isinstance(e, WriteError):
+            raise WriteError(path, e) from e
         raise
 
 
@@ -84,9 +112,11 @@ def writer_lock(root: Path):
         os.close(fd)
 
 
-def remove_stale_temporaries(root: Path) -> int:
-    """Delete temporaries left by a killed writer; returns how many."""
-    stale = list(root.rglob(".*.tmp"))
+def remove_stale_temporaries(root: Path, names: Sequence[str] | None = None) -> int:
+    """Delete temporaries left by a killed writer (under the zoo's writer lock: no live writer owns one);
+    `names` limits it to the temporaries of those files (e.g. ["metrics.parquet"]). Returns how many."""
+    patterns = [f".{n}.*.tmp" for n in names] if names is not None else [".*.tmp"]
+    stale = sorted({p for pat in patterns for p in root.rglob(pat)})
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -106,11 +136,11 @@ def write_checkpoint(root: Path, model_id: str, epoch: int, state: dict[str, tor
 class TableLog:
     """A parquet table that grows by appended rows, rewritten atomically at most every `flush_s` seconds.
 
-    The one writer of its file. Rows whose `key` columns match appended rows are replaced (a rerun's
-    result supersedes a stored failure). `before_flush` runs first (e.g. syncing files the rows name).
+    The one writer of its file. Rows whose `key` (columns, or expressions of them) match appended rows are
+    replaced (a rerun's result supersedes a stored failure). `before_flush` runs first (e.g. syncing files the rows name).
     """
 
-    def __init__(self, path: Path, schema: Schema, table: pl.DataFrame, *, key: Sequence[str],
+    def __init__(self, path: Path, schema: Schema, table: pl.DataFrame, *, key: Sequence[str | pl.Expr],
                  knobs: Mapping[str, pl.DataType] | None = None, flush_s: float = 5.0,
                  before_flush: Callable[[], None] = lambda: None):
         self.path, self.schema, self.knobs, self.key = path, schema, knobs, list(key)
@@ -128,20 +158,23 @@ class TableLog:
             return
         self.before_flush()
         new = pl.concat(self.pending)
-        key = pl.concat_str([pl.col(k).cast(pl.String).fill_null("\0") for k in self.key], separator="\x1f")
+        cols = [pl.col(k) if isinstance(k, str) else k for k in self.key]
+        key = pl.concat_str([c.cast(pl.String).fill_null("\0") for c in cols], separator="\x1f")
         kept = self.table.filter(~key.is_in(new.select(key).to_series().implode()))
-        table = self.schema.validate(pl.concat([kept, new]).sort(self.key), self.knobs)
+        table = self.schema.validate(pl.concat([kept, new]).sort(cols), self.knobs)
         atomic_write(self.path, lambda tmp: table.write_parquet(tmp))
         self.table, self.pending, self.last_flush = table, [], time.monotonic()
 
 
 def read_metrics(root: Path) -> pl.DataFrame:
     """The zoo's metrics table (validated), or an empty one if none has been computed."""
-    path = root / METRICS_FILE
-    if not path.exists():
-        return METRICS.empty()
-    try:
-        return METRICS.validate(pl.read_parquet(path))
+    path = Path(root) / METRICS_FILE
+    try:  # a regular file of bounded size (data.paths): a FIFO or a link loop is refused, not waited on
+        if regular_file(path, MAX_TABLE_BYTES) is None:
+            return METRICS.empty()
+        return METRICS.validate(read_parquet(path))
+    except PathError as e:
+        raise ZooError(str(e)) from None
     except SchemaError as e:
         raise ZooError(f"{path}: {e}") from None
     except Exception as e:  # polars raises several error types for a damaged file
@@ -174,14 +207,22 @@ class Zoo:
     root: Path
     spec: ZooSpec
     catalog: pl.DataFrame
+    spec_text: str = ""  # spec.toml as read by `open` (pages show it without reading the file again)
 
     @classmethod
     def open(cls, root: str | Path) -> "Zoo":
+        """Read-only. A hostile directory (a link loop, a FIFO or device among its files, an oversized file)
+        is refused with a one-line ZooError naming it before anything is read (data.paths)."""
         root = Path(root)
-        if not (root / SPEC).is_file():
-            raise ZooError(f"{root} is not a zoo directory: {SPEC} is missing")
-        spec = parse_spec((root / SPEC).read_text(), str(root / SPEC))
-        return cls(root, spec, read_catalog(root, spec))
+        try:
+            check_zoo_dir(root)
+            if regular_file(root / SPEC, MAX_TEXT_BYTES) is None:
+                raise ZooError(f"{root} is not a zoo directory: {SPEC} is missing")
+            text = read_text(root / SPEC, MAX_TEXT_BYTES)
+        except PathError as e:
+            raise ZooError(str(e)) from None
+        spec = parse_spec(text, str(root / SPEC))
+        return cls(root, spec, read_catalog(root, spec), text)
 
     @property
     def name(self) -> str:
@@ -210,7 +251,11 @@ class Zoo:
         row = self.catalog.filter((pl.col("model_id") == model_id) & (pl.col("epoch") == epoch))
         if row.is_empty() or row["checkpoint"][0] is None:
             raise ZooError(f"{self.name}: no checkpoint for model {model_id!r} at epoch {epoch}")
-        path = self.root / row["checkpoint"][0]
+        try:  # the catalog is data: a path it names must stay inside the zoo and be a regular file
+            path = zoo_file(self.root, row["checkpoint"][0])
+            regular_file(path, MAX_CHECKPOINT_BYTES)
+        except PathError as e:
+            raise ZooError(f"{self.name}: {e}") from None
         try:
             return load_file(str(path))
         except (OSError, SafetensorError) as e:
@@ -234,19 +279,26 @@ def _task_cached(task: str, params: tuple) -> TaskData:
 
 
 def builtin_zoos() -> list[Path]:
-    """Directories of the committed zoos, the default (mnist1d-mlp) first."""
-    found = sorted(p.parent for p in BUILTIN_ZOOS.glob(f"*/{SPEC}"))
+    """Directories of the committed zoos (resolved: a zoo is identified by its path, never by its name), the
+    default (mnist1d-mlp) first."""
+    found = sorted(p.parent.resolve() for p in BUILTIN_ZOOS.glob(f"*/{SPEC}"))
     return sorted(found, key=lambda p: p.name != "mnist1d-mlp")
 
 
 def read_catalog(root: Path, spec: ZooSpec, missing_ok: bool = False) -> pl.DataFrame:
-    path = root / CATALOG_FILE
-    if not path.exists():
+    path = Path(root) / CATALOG_FILE
+    try:  # a regular file of bounded size (data.paths): a FIFO or a link loop is refused, not waited on
+        found = regular_file(path, MAX_TABLE_BYTES) is not None
+    except PathError as e:
+        raise ZooError(str(e)) from None
+    if not found:
         if missing_ok:
             return CATALOG.empty(spec.knob_dtypes)
         raise ZooError(f"{root}: {CATALOG_FILE} is missing (generate the zoo with `python -m data.generate`)")
     try:
-        df = pl.read_parquet(path)
+        df = read_parquet(path)
+    except PathError as e:
+        raise ZooError(str(e)) from None
     except Exception as e:  # polars raises several error types for a damaged file
         raise ZooError(f"{path}: cannot read the catalog ({type(e).__name__}: {e})") from None
     try:

@@ -11,13 +11,21 @@ Two executors behind one function, `run_unordered`:
 
 Either way the caller's main process receives every result and is the only writer, so the zoo directory
 ends up byte for byte the same and a rerun skips finished work with either executor.
+
+Stopping (docs/long-jobs.md): inside `stop_on_signals()` SIGINT and SIGTERM raise `Interrupted` in the main
+process; `run_unordered` then terminates its worker processes (they ignore SIGINT themselves, so Ctrl-C on
+a terminal's process group leaves the decision to the main process) and the caller flushes what finished.
+A worker that dies (SIGKILL, out of memory) ends the run with an ExecutorError saying so.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,57 @@ class Executor:
 
 
 LOCAL = Executor()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the main process inside `stop_on_signals()`. A KeyboardInterrupt, so code
+    that catches Exception does not swallow it; `exit_status` is the shell's convention, 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum, self.signame = signum, signal.Signals(signum).name
+        self.exit_status = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+
+
+_signals = {"deferring": 0, "pending": None, "raised": False}  # the main process's state in stop_on_signals()
+
+
+@contextmanager
+def stop_on_signals():
+    """While the block runs (in the main thread), the first SIGINT or SIGTERM raises Interrupted (at once, or
+    at the end of a `signals_deferred()` block); later ones are ignored, so the shutdown that follows
+    (stopping workers, flushing finished work) is not cut short. SIGKILL still stops at once and loses
+    only unflushed work (every file is written atomically)."""
+    def handler(signum, frame):
+        if _signals["raised"]:
+            return
+        if _signals["deferring"]:
+            _signals["pending"] = signum
+            return
+        _signals["raised"] = True
+        raise Interrupted(signum)
+
+    _signals.update(deferring=0, pending=None, raised=False)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def signals_deferred():
+    """A signal arriving inside the block raises its Interrupted when the block ends, so that e.g. one
+    finished group is written whole (checkpoints and catalog rows) rather than dropped half-way."""
+    _signals["deferring"] += 1
+    try:
+        yield
+    finally:
+        _signals["deferring"] -= 1
+    if not _signals["deferring"] and _signals["pending"] is not None and not _signals["raised"]:
+        _signals["raised"] = True
+        raise Interrupted(_signals["pending"])
 
 
 def format_duration(s: float) -> str:
@@ -83,24 +142,59 @@ def run_unordered(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int
 
     Local: `workers` spawned processes, `initializer(*initargs)` once in each. Ray: `workers` is the number
     of CPUs of a local Ray started on demand (a cluster has its own), `initializer` runs once per Ray
-    worker process. If a job raises, or the consumer stops early, the jobs not started are cancelled
-    without waiting for the running ones, so finished results are never held back by a failure.
+    worker process. If a job raises, a worker dies (ExecutorError), or the consumer stops early (close the
+    generator, e.g. `with contextlib.closing(run_unordered(...))`, so that this happens at once and not when
+    it is garbage-collected), the jobs not started are cancelled and the running ones terminated, so
+    finished results are never held back by a failure and no worker outlives the run.
     """
     if executor.kind == "ray":
         yield from _run_ray(fn, jobs, workers, initializer, initargs, on_tick, executor, describe)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=CONTEXT, initializer=initializer, initargs=initargs)
+    pool = ProcessPoolExecutor(workers, mp_context=CONTEXT, initializer=_init_local,
+                               initargs=(initializer, *initargs))
     futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
     try:
         while futures:
             finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             on_tick()
             for fut in finished:
-                yield futures.pop(fut), fut.result()
-    except BaseException:  # includes GeneratorExit (consumer stopped) and KeyboardInterrupt
-        pool.shutdown(wait=False, cancel_futures=True)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:  # set on every unfinished job: which one the dead worker ran is unknown
+                    first = min(futures.values())  # jobs start in order: the earliest unfinished one ran
+                    raise ExecutorError(f"a worker process died (killed, or out of memory); {len(futures)} job(s) "
+                                        f"unfinished, first {describe(first)}; finished work is kept — rerun to "
+                                        "resume") from None
+                yield futures.pop(fut), result
+    except BaseException:  # includes GeneratorExit (consumer stopped), KeyboardInterrupt and Interrupted
+        _stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _init_local(initializer: Callable[..., None] | None, *initargs: Any) -> None:
+    """In a local worker: leave SIGINT to the main process (a terminal sends it to the whole process group;
+    the main process stops the workers itself), then the caller's initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the jobs not started and terminate the running ones now: their results would be thrown away,
+    and a worker left running outlives its parent (with the resource tracker it keeps alive). Python 3.11
+    has no public call for this (3.14 adds terminate_workers), hence the pool's process table."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():  # stuck in uninterruptible I/O or ignoring SIGTERM
+            p.kill()
+            p.join()
+    pool.shutdown(wait=True)  # the pool's manager thread ends once its processes are gone
 
 
 # ----------------------------------------------------------------------------- Ray

@@ -3,18 +3,99 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.connectivity import bezier_curve, garipov_lr, linear_path, mc_from_profile
+from analysis.connectivity import McReading, bezier_curve, garipov_lr, linear_path, mc_from_profile
 
 
 def test_mc_sign_convention():
     t = (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert mc_from_profile(t, (10, 10, 10, 10, 10)) == (0.0, 0.0, True)
-    mc, t_star, ends = mc_from_profile(t, (10, 20, 40, 20, 10))  # a barrier of 30 points
-    assert (mc, t_star, ends) == (-30.0, 0.5, False)
-    mc, t_star, _ = mc_from_profile(t, (30, 20, 5, 20, 30))  # better than the ends: not converged
-    assert (mc, t_star) == (25.0, 0.5)
-    mc, t_star, ends = mc_from_profile(t, (10, 10, 10, 10, 30))  # ends differ: flagged
-    assert ends and abs(mc) == pytest.approx(10.0) and t_star in (0.0, 1.0)  # ±(L(θ) − L(θ′))/2
+    assert mc_from_profile(t, (10, 10, 10, 10, 10)) == McReading(0.0, 0.5, False)  # flat: nothing to flag
+    assert mc_from_profile(t, (10, 20, 40, 20, 10)) == McReading(-30.0, 0.5, False)  # a barrier of 30 points
+    assert mc_from_profile(t, (30, 20, 5, 20, 30)) == McReading(25.0, 0.5, False)  # better than the ends
+    # ends differ and the whole interior sits at the better end: +10, flagged as the ends' difference
+    assert mc_from_profile(t, (10, 10, 10, 10, 30)) == McReading(10.0, 0.5, True)
+
+
+def old_rule(error):
+    """The rule before version 2 (and PTMZ's compute_mc): argmax over all points, the first index wins."""
+    ends = 0.5 * (error[0] + error[-1])
+    gaps = [ends - e for e in error]
+    return gaps[max(range(len(gaps)), key=lambda j: abs(gaps[j]))]
+
+
+QUOTED = (9.85, 0.15, 0.25, 0.40, 0.00)  # default zoo, width128-batch_size0032 s0–s1, epoch 150, Bézier
+
+
+def test_t_star_is_interior_on_the_quoted_profile():
+    """One poor end: the old rule stored the end-point half-difference as a barrier (−4.925); the whole
+    interior lies far below the ends' mean, so mc > 0, and the flag says the ends' difference bounds it."""
+    t = (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert old_rule(QUOTED) == pytest.approx(-4.925)  # what the zoo stored
+    r = mc_from_profile(t, QUOTED)
+    assert r.mc == pytest.approx(9.85 / 2 - 0.15) and r.t_star == 0.25 and r.endpoint_dominated
+    assert mc_from_profile(t, QUOTED[::-1]).mc == r.mc  # the old rule gives +4.925 reversed
+
+
+def profiles():
+    """Seeded profiles on a grid of 0.25 % steps (as 100 · k / 400), so ties of every kind occur."""
+    g = torch.Generator().manual_seed(0)
+    out = [QUOTED, (10, 5, 10, 15, 10), (89.4, 89.15, 89.15, 89.15, 89.15), (0, 5, 0, 5, 0)]
+    for n in (3, 5, 11):
+        for _ in range(300):
+            out.append(tuple(100.0 * k / 400 for k in torch.randint(0, 12, (n,), generator=g).tolist()))
+    return out
+
+
+def test_mc_is_symmetric_under_reversal_and_sign_neutral():
+    """Reversing the path (swapping θ and θ′) leaves mc and the flag exactly as they were; reflecting the
+    errors about a constant negates mc (no sign wins a tie). The old rule breaks the first on ties."""
+    broken = 0
+    for e in profiles():
+        t = tuple(i / (len(e) - 1) for i in range(len(e)))
+        r, rev = mc_from_profile(t, e), mc_from_profile(t, e[::-1])
+        assert (rev.mc, rev.endpoint_dominated) == (r.mc, r.endpoint_dominated), e
+        assert (r.t_star is None) == (rev.t_star is None)
+        flipped = mc_from_profile(t, tuple(50.0 - x for x in e))
+        assert flipped.mc == pytest.approx(-r.mc, abs=1e-9) and flipped.endpoint_dominated == r.endpoint_dominated
+        broken += old_rule(e) != old_rule(e[::-1])
+    assert broken > 50  # the check has teeth: the old rule fails it on many of these profiles
+
+
+def test_interior_ties():
+    t = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # a dip and a barrier of the same size: no sign wins, mc = 0, no single t*
+    assert mc_from_profile(t, (10, 5, 10, 15, 10)) == McReading(0.0, None, False)
+    # ties of one sign: that gap, at the tied point nearest the middle (the earlier of two equidistant ones)
+    assert mc_from_profile(t, (0, 5, 5, 5, 0)) == McReading(-5.0, 0.5, False)
+    assert mc_from_profile(t, (0, 5, 0, 5, 0)) == McReading(-5.0, 0.25, False)
+    # equal on paper, not in floats (float32 errors): still a tie, and the flag sees the band
+    e = tuple(float(torch.tensor(x, dtype=torch.float32)) for x in (89.4, 89.15, 89.15, 89.15, 89.15))
+    r = mc_from_profile(t, e)
+    assert r.mc == pytest.approx(0.125, abs=1e-5) and r.endpoint_dominated
+    # a step from one end's level to the other's: gaps ±½ difference tie with both signs, flagged
+    step = (90.45, 90.45, 90.45, 89.4, 89.4, 89.4, 89.4, 89.4, 89.4, 89.4, 89.4)
+    r = mc_from_profile(tuple(i / 10 for i in range(11)), step)
+    assert r.mc == 0.0 and r.t_star is None and r.endpoint_dominated
+
+
+def test_endpoint_flag_means_the_interior_stays_between_the_ends():
+    t = (0.0, 0.5, 1.0)
+    assert mc_from_profile(t, (10, 15, 30)).endpoint_dominated  # inside the band: |mc| = 5 < 10
+    assert mc_from_profile(t, (10, 10, 30)).endpoint_dominated  # on its edge
+    assert not mc_from_profile(t, (10, 35, 30)).endpoint_dominated  # above the worse end: a real barrier
+    assert not mc_from_profile(t, (10, 5, 30)).endpoint_dominated  # below the better end
+    assert not mc_from_profile(t, (10, 10, 10)).endpoint_dominated  # equal ends: nothing to dominate
+
+
+@pytest.mark.parametrize("t, e, match", [
+    ((0.0, 1.0), (1.0, 2.0), "interior point"),
+    ((0.0, 0.5, 0.9), (1.0, 2.0, 3.0), "from 0 to 1"),
+    ((0.0, 0.6, 0.4, 1.0), (1.0, 2.0, 3.0, 4.0), "increase"),
+    ((0.0, 0.5, 1.0), (1.0, 2.0), "3 t values but 2 errors"),
+    ((0.0, 0.5, 1.0), (1.0, float("nan"), 2.0), "non-finite"),
+])
+def test_malformed_profiles_are_refused(t, e, match):
+    with pytest.raises(ValueError, match=match):
+        mc_from_profile(t, e)
 
 
 def test_garipov_schedule():

@@ -574,13 +574,18 @@ def test_cached_report_equals_the_fresh_one(cache_run):
     assert second == first
 
 
-def test_cache_key_depends_on_given_knobs_and_epoch(cache_run, monkeypatch):
+def test_cache_key_depends_on_given_knobs_and_epoch(cache_run, tmp_path, monkeypatch):
     cache, path, *_ = cache_run
-    monkeypatch.setenv("PHASEZOO_CACHE", str(cache))
-    monkeypatch.setattr(V, "_analyse_one", _no_recompute)
+    shutil.copytree(cache, tmp_path / "c")  # the stubs below are cached too: not in the shared cache
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path / "c"))
+    computed = []
+    monkeypatch.setattr(V, "_analyse_one", lambda ck, *a: computed.append(ck.name) or stub_report(ck.name))
+    [same] = V.analyse([path], [Zoo.open(DEFAULT_ZOO)], executor=None)
+    assert computed == [] and same.notes != ["stub"]  # the same options: the cached report
     for kw in ({"given": {"batch_size": 64}}, {"epoch": 150}):
-        with pytest.raises(AssertionError, match="recomputed"):
-            V.analyse([path], [Zoo.open(DEFAULT_ZOO)], executor=None, **kw)
+        [r] = V.analyse([path], [Zoo.open(DEFAULT_ZOO)], executor=None, **kw)
+        assert r.notes == ["stub"]  # recomputed: the cached report (other options) was not used
+    assert len(computed) == 2
 
 
 @pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"file": "x"}', ""])

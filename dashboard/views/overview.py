@@ -8,6 +8,14 @@ from dashboard.charts import grid_heatmap
 from dashboard.picker import current_zoo, load_metrics
 from dashboard.widgets import chart
 
+
+def non_finite(cells: pl.DataFrame) -> int:
+    """How many cells have a non-finite seed statistic (a diverged seed's inf, a NaN): the heatmap draws them
+    blank, the page says how many."""
+    stats = [c for c in ("mean", "std", "min", "max") if c in cells.columns]
+    return int(cells.select(pl.any_horizontal([~pl.col(c).is_finite() for c in stats]).fill_null(False).sum()).item())
+
+
 zoo = current_zoo()
 spec, cat = zoo.spec, zoo.catalog
 
@@ -29,7 +37,7 @@ with st.expander("Spec and axes", expanded=False):
         f"(temperature {'rises' if spec.temperature.increases else 'falls'} as it grows)  \n"
         f"**Checkpoint epochs** {list(spec.checkpoint_epochs)} · **analysis epochs** {list(spec.analysis_epochs)}"
     )
-    st.code((zoo.root / "spec.toml").read_text(), language="toml")
+    st.code(zoo.spec_text, language="toml")
 
 if cat.is_empty():
     st.warning("This zoo has no trained models yet.")
@@ -75,6 +83,10 @@ left, right = st.columns(2)
 head = "test_loss" if regression else "test_acc"
 acc = cell_stats(cat, spec, epoch, head)
 loss = cell_stats(cat, spec, epoch, "train_loss")
+bad_acc, bad_loss = non_finite(acc), non_finite(loss)
+if bad_acc or bad_loss:
+    st.warning(f"Non-finite values at epoch {epoch} (a diverged run, or NaN in the catalog) in {bad_acc} "
+               f"{head} and {bad_loss} train_loss cell(s): drawn blank.")
 chart(
     grid_heatmap(
         acc,

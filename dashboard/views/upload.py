@@ -4,6 +4,7 @@ phase map, its place in weight space and its nearest zoo models (analysis.verdic
 
 import logging
 import os
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,6 +16,7 @@ from analysis.embed import read_embeddings
 from analysis.phases import classify, default_thresholds
 from analysis.spectra import esd_curves
 from analysis.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
+from dashboard.admission import QueueFull, shared as upload_queue
 from dashboard.charts import PHASE_COLOURS, density_chart, evidence_strip, mark, phase_map, phase_probabilities
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, downloads, image_config
@@ -23,6 +25,25 @@ from data.checkpoint import SUFFIXES, max_bytes
 from data.store import builtin_zoos
 
 log = logging.getLogger("phasezoo.upload")
+
+# Characters with a meaning in Streamlit's Markdown (CommonMark + GFM, LaTeX $…$, :color[…] directives): a
+# backslash makes any ASCII punctuation literal (CommonMark §2.4).
+_ACTIVE = re.compile(r"[\\`*_{}\[\]()<>#+!|~$&@^]")
+_WORD_JOINER = "\u2060"  # zero width: breaks an emoji shortcode :name: without changing what is seen
+
+
+def literal(text: object) -> str:
+    """Markdown that renders as `text` itself: a file name like `**x**.pt` or `[a](http://x).pt` stays
+    that string, never bold or a link. Beyond the escapes: a colon before a non-space is escaped (no
+    `http://` autolink, no `:red[…]` directive) and followed by a word joiner (remark-emoji replaces
+    `:name:` after escapes are resolved); `www.` loses its autolink; a leading list or heading marker is
+    escaped; one line."""
+    text = " ".join(str(text).split())
+    text = _ACTIVE.sub(lambda m: "\\" + m.group(), text)
+    text = re.sub(r":(?=\S)", lambda m: "\\:" + _WORD_JOINER, text)
+    text = re.sub(r"(?i)(www)\.", r"\1\\.", text)
+    text = re.sub(r"^([-=])", r"\\\1", text)  # a list item or a setext underline
+    return re.sub(r"^(\d+)\.", r"\1\\.", text)  # an ordered list item
 
 
 @st.cache_resource(show_spinner=False)
@@ -62,9 +83,14 @@ if not files:
 
 zoos = [zoo] + [load_zoo(p) for p in builtin_zoos() if p.resolve() != zoo.root.resolve()]
 bar = st.progress(0.0, text="Starting…")
-try:
-    results = analyse([(f.name, f.getvalue()) for f in files], zoos, given=given, executor=backend(),
-                      progress=lambda what, frac: bar.progress(min(max(frac, 0.0), 1.0), text=what))
+try:  # one analysis at a time server-wide (dashboard.admission): the others wait in line, told their place
+    with upload_queue().admitted(on_wait=lambda place: bar.progress(0.0, text=place.message())):
+        results = analyse([(f.name, f.getvalue()) for f in files], zoos, given=given, executor=backend(),
+                          progress=lambda what, frac: bar.progress(min(max(frac, 0.0), 1.0), text=what))
+except QueueFull as e:  # refused before any work: nothing to clean up
+    bar.empty()
+    st.error(f"Not analysed: {e}.")
+    st.stop()
 except Exception as e:  # a bug must not show a traceback or stop the server; the log keeps it
     log.exception("upload analysis failed")
     backend.clear()  # a broken worker pool is rebuilt on the next run
@@ -141,43 +167,53 @@ def show_spectrum(r: Report, key: str) -> None:
 
 
 def show(r: Report | Refused, key: str) -> None:
+    # every text that can hold a file name or a key from the file is shown literally (no Markdown)
     if isinstance(r, Refused):
-        st.error(r.error)
+        st.error(literal(r.error))
         return
     for note in r.notes:
-        st.caption(note)
+        st.caption(literal(note))
     if r.zoo is None:
         st.warning("This model matches no zoo, so it has no phase here; its data-free weight report follows.")
         for m in r.matches:
-            st.caption(f"{m['zoo']}: " + "; ".join(m["problems"]))
+            st.caption(literal(f"{m['zoo']}: " + "; ".join(m["problems"])))
     else:
         rule, clf = r.rule, r.classifier
         c1, c2, c3 = st.columns(3)
-        c1.metric("Phase (taxonomy rules)", rule["phase"], help=rule.get("reason") or
+        c1.metric("Phase (taxonomy rules)", rule["phase"], help=literal(rule.get("reason") or
                   f"{rule['n_pairs']} pair(s) with {rule['pairs_with']}; thresholds: τ_L {rule['tau_loss']:.3g} nats, "
-                  f"ε {rule['eps_mc']:.3g} points, τ_C {rule['tau_cka']:.3g}")
-        c2.metric("Phase (classifier)", clf["phase"], f"p = {clf['probabilities'][clf['phase']]:.2f}",
-                  delta_color="off", help=f"logistic regression on {len(clf['features'])} single-model features, "
-                                          f"trained on the zoo's {clf['n_train']} labelled models")
+                  f"ε {rule['eps_mc']:.3g} points, τ_C {rule['tau_cka']:.3g}"))
+        if clf.get("phase") is None:  # withheld: a measurement failed or is non-finite; no probability to show
+            c2.metric("Phase (classifier)", "none", help=literal(clf.get("withheld") or "no classifier verdict"))
+        else:
+            c2.metric("Phase (classifier)", clf["phase"], f"p = {clf['probabilities'][clf['phase']]:.2f}"
+                      + (" (extrapolating)" if clf.get("extrapolating") else ""), delta_color="off",
+                      help=f"logistic regression on {len(clf['features'])} single-model features, "
+                           f"trained on the zoo's {clf['n_train']} labelled models")
         c3.metric("Cell (" + " · ".join(r.cell) + ")", " · ".join(str(v["value"]) for v in r.cell.values()),
                   help="; ".join(f"{k}: {v['source']}" for k, v in r.cell.items()))
-        if clf.get("extrapolating"):
-            st.warning("Unlike every zoo model in the classifier's features: its probabilities extrapolate and "
-                       "overstate their confidence.")
+        if clf.get("withheld"):
+            st.warning(literal(f"No classifier verdict: {clf['withheld']}."))
+        elif clf.get("extrapolating"):
+            outside = ", ".join(clf.get("outside") or ())
+            st.warning(literal("Unlike every zoo model in the classifier's features"
+                               + (f" (outside the zoo's range: {outside})" if outside else "")
+                               + ": its probabilities extrapolate and overstate their confidence."))
         if rule.get("near_boundary"):
             st.warning("Near a threshold: the rule verdict could flip with a small change of the thresholds.")
-        if rule["phase"] != clf["phase"] and rule["phase"] != "unclassified":
+        if clf.get("phase") is not None and rule["phase"] != clf["phase"] and rule["phase"] != "unclassified":
             st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
                     "classifier only this model's own fit, sharpness and weights.")
         for e in r.errors:
-            st.error(e)
+            st.error(literal(e))
         cells = load_cells(zoo.root, r.epoch) if r.zoo == str(zoo.root) else None
         if cells is not None:
             st.subheader("Evidence: each quantity, its threshold and the zoo's cells")
             show_evidence(r, cells, key)
             left, right = st.columns([1, 2])
-            left.plotly_chart(phase_probabilities(clf["probabilities"], title="Classifier: phase probabilities"),
-                              key=f"upload_proba_{key}", config=image_config("upload_probabilities"))
+            if clf.get("probabilities"):
+                left.plotly_chart(phase_probabilities(clf["probabilities"], title="Classifier: phase probabilities"),
+                                  key=f"upload_proba_{key}", config=image_config("upload_probabilities"))
             nb = pl.DataFrame(r.placement.get("neighbours", []))
             right.markdown("**Nearest zoo models in weight space**"
                            + (f" — identical to `{r.placement['identical_to']}`" if r.placement.get("identical_to")
@@ -193,11 +229,15 @@ def show(r: Report | Refused, key: str) -> None:
             st.dataframe(table, hide_index=True, key=f"upload_df_{key}")
             downloads(table, f"upload_data_free_{key}")
     st.download_button("Report (JSON)", r.to_json(), f"{r.file}.report.json", "application/json",
-                       key=f"upload_json_{key}")
+                       key=f"upload_json_{key}", on_click="ignore")  # no rerun: see widgets.downloads
     with st.expander("Summary (as the CLI prints it)"):
         st.code(summary(r), language=None)
 
 
 for i, r in enumerate(results):
-    st.header(r.file)
-    show(r, str(i))  # widget keys by position: the same file may be uploaded twice
+    st.header(literal(r.file))
+    try:
+        show(r, str(i))  # widget keys by position: the same file may be uploaded twice
+    except Exception:  # one report that cannot be drawn must not hide the others (Streamlit's stop/rerun pass)
+        log.exception("showing the report of %s failed", r.file)
+        st.error(literal(f"{r.file}: its report could not be displayed (an internal error, logged)."))

@@ -1,0 +1,104 @@
+"""Coverage of the trace estimators' standard errors, and their cost, over many seeds.
+
+    python bench/trace_coverage.py --quick                     # 100 seeds, the synthetic matrices only
+    python bench/trace_coverage.py                             # 300 seeds, plus the default zoo's layer blocks
+    git show 155fc7d:analysis/spectral.py > /tmp/old_spectral.py
+    python bench/trace_coverage.py --baseline /tmp/old_spectral.py   # the same for another spectral.py
+
+For each matrix (dense, exact trace known) and estimator: z = (estimate − Tr A)/stderr over the seeds; the
+table gives the spread of z (≈ 1 when the stderr is honest), the fraction of |z| > 2 (≈ 5 %), the mean
+matvecs, and how many runs were exact (stderr 0, excluded from z). The zoo cases are the per-layer blocks
+of width008-batch_size0256-s1 at epoch 300 as `hessian_layers` sees them (10 × 64 training examples).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from tests.test_trace_coverage import flat, outliers, relu_net  # noqa: E402  (the coverage test's matrices)
+
+ZOO, MODEL, EPOCH = ROOT / "data" / "zoos" / "mnist1d-mlp", "width008-batch_size0256-s1", 300
+
+
+def dense(matvec, n: int) -> torch.Tensor:
+    A = torch.stack([matvec(e) for e in torch.eye(n, dtype=torch.float64)], 1)
+    return (A + A.T) / 2
+
+
+def matrices(with_zoo: bool) -> dict[str, torch.Tensor]:
+    from analysis.hessian import HessianOperator, dense_hessian, parameter_groups
+    model, x, y = relu_net()
+    out = {"flat (n=200)": flat(), "outliers (n=300)": outliers(), "relu_net (n=334)": dense_hessian(model, x, y)}
+    if with_zoo:
+        from analysis.definitions import probe_set
+        from data.store import Zoo
+        zoo = Zoo.open(ZOO)
+        m = zoo.build_model(MODEL, EPOCH)
+        task = zoo.task_of(MODEL)
+        xs, ys = probe_set(task, "train", 10, 64, 0)
+        for layer, names in parameter_groups(m).items():
+            with HessianOperator(m, xs, ys, names=names, loss_fn=task.objective.loss) as H:
+                out[f"{MODEL} layer {layer} (n={H.n})"] = dense(H.matvec, H.n)
+    return out
+
+
+def coverage(estimate, A: torch.Tensor, seeds: int) -> dict[str, float]:
+    exact, zs, mv, n_exact = torch.trace(A).item(), [], 0, 0
+    for s in range(seeds):
+        r = estimate(lambda v: A @ v, A.shape[0], s)
+        mv += r.matvecs
+        if r.stderr == 0:
+            n_exact += 1
+        else:
+            zs.append((r.value - exact) / r.stderr)
+    z = torch.tensor(zs, dtype=torch.float64)
+    return {"z_std": z.std().item() if len(z) > 1 else float("nan"),
+            "beyond_2": (z.abs() > 2).double().mean().item() if len(z) else float("nan"),
+            "matvecs": mv / seeds, "exact": n_exact}
+
+
+def load_spectral(path: str | None):
+    if path is None:
+        import analysis.spectral as mod
+        return mod
+    spec = importlib.util.spec_from_file_location("baseline_spectral", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100 seeds, synthetic matrices only (~1 min)")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--baseline", default=None, help="measure this spectral.py instead of analysis/spectral.py")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    seeds = args.seeds or (100 if args.quick else 300)
+    sp = load_spectral(args.baseline)
+    estimators = {"hutchpp (sketch 10, rtol 0.02)": lambda mv, n, s: sp.hutchpp(mv, n, sketch=10, rtol=0.02, seed=s),
+                  "hutchinson (30 probes)": lambda mv, n, s: sp.hutchinson(mv, n, 30, seed=s)}
+    print(f"{args.baseline or 'analysis/spectral.py'}, {seeds} seeds")
+    print(f"{'matrix':48s} {'estimator':32s} {'z std':>6s} {'|z|>2':>6s} {'matvecs':>8s} {'exact':>5s}")
+    t0 = time.perf_counter()
+    for name, A in matrices(not args.quick).items():
+        for est_name, est in estimators.items():
+            c = coverage(est, A, seeds)
+            print(f"{name:48s} {est_name:32s} {c['z_std']:6.3f} {c['beyond_2']:6.1%} {c['matvecs']:8.1f} "
+                  f"{c['exact']:5d}", flush=True)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
