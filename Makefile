@@ -75,6 +75,8 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_dashboard.py
 	$(PYTHON) bench/bench_upload.py
 	$(PYTHON) bench/bench_ray.py
+	$(PYTHON) bench/bench_load.py
+	$(PYTHON) bench/trace_coverage.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py
