@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from analysis.phase_classifier import ClassifierError
 from data.checkpoint import CheckpointError
+from data.checkpoint import base_name as display_name  # noqa: F401  (re-exported: the verdict's name for it)
 from data.params import SpecError
 from data.store import ZooError
 
@@ -29,13 +30,6 @@ class Refused:
 
     file: str
     error: str
-
-
-def display_name(name: object) -> str:
-    """The file name as shown anywhere (page, CLI, JSON): the last path component of what the client sent
-    (either separator: `../../etc/x.pt` is `x.pt`), on one line, without control characters."""
-    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(c if c.isprintable() else "?" for c in " ".join(base.split())) or "<unnamed>"
 
 
 def _one_line(text: str, n: int = 240) -> str:

@@ -152,10 +152,15 @@ def _read(data: bytes, name: str, limit: int | None) -> Checkpoint:
 # --- names, sizes, formats ------------------------------------------------------------------------------------
 
 
+def base_name(name: object) -> str:
+    """The file name as shown anywhere (messages, page, CLI, JSON): browsers and clients may send a full
+    client-side path, with either separator (`../../etc/x.pt` is `x.pt`); one line, no control characters."""
+    return _printable(str(name).replace("\\", "/").rsplit("/", 1)[-1]) or "<unnamed>"
+
+
 def _base_name(name: str) -> str:
-    # Browsers and clients may send a full client-side path, with either separator; only the file name is ours.
-    # A name of thousands of characters keeps its start and its suffix.
-    name = _printable(str(name).replace("\\", "/").rsplit("/", 1)[-1]) or "<unnamed>"
+    # In a message, a name of thousands of characters keeps its start and its suffix.
+    name = base_name(name)
     return name if len(name) <= 80 else name[:60] + "…" + name[-19:]
 
 
