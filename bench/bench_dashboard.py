@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
-from data.schema import CATALOG, METRICS  # noqa: E402
+from data.zoo.schema import CATALOG, METRICS  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
 

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from data.archs import build_model  # noqa: E402
-from data.generate import generate  # noqa: E402
-from data.store import Zoo  # noqa: E402
-from data.train import TrainConfig, train_one  # noqa: E402
+from data.models.archs import build_model  # noqa: E402
+from data.training.generate import generate  # noqa: E402
+from data.zoo.store import Zoo  # noqa: E402
+from data.training.train import TrainConfig, train_one  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "specs" / "mnist1d-mlp.toml"
 

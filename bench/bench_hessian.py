@@ -29,11 +29,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from analysis.definitions import probe_set  # noqa: E402
-from analysis.hessian import HessianOperator  # noqa: E402
-from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace  # noqa: E402
-from analysis.spectral import hutchpp, lanczos_topk  # noqa: E402
-from data.store import Zoo  # noqa: E402
+from analysis.metrics.definitions import probe_set  # noqa: E402
+from analysis.kernels.hessian import HessianOperator  # noqa: E402
+from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace  # noqa: E402
+from analysis.kernels.spectral import hutchpp, lanczos_topk  # noqa: E402
+from data.zoo.store import Zoo  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoos" / "mnist1d-mlp"
 

@@ -51,9 +51,9 @@ METRICS = ["performance", "weights", "cka_logits_test", "mc_linear", "mc_bezier"
 def one(kind: str, workers: int, tmp: Path) -> tuple[float, float, int, int, float]:
     import ray
 
-    from analysis.run import resolve_metrics, run
-    from data.generate import generate
-    from data.workers import Executor, ray_connect
+    from analysis.runner.run import resolve_metrics, run
+    from data.training.generate import generate
+    from data.training.workers import Executor, ray_connect
 
     ex = Executor(kind)
     start = 0.0
@@ -76,7 +76,7 @@ def resnet_step() -> float:
     import torch
     import torch.nn.functional as F
 
-    from data.resnet import resnet18_width
+    from data.models.resnet import resnet18_width
 
     torch.set_num_threads(2)
     model = resnet18_width((3, 32, 32), 10, width=64)

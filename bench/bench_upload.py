@@ -8,7 +8,7 @@
    - backend: what the dashboard does, with its warm 2-process worker pool and the zoo's tables already
      read by an earlier upload (median of 3);
    - in-process: the same analysis without workers (median of 3), side by side: the pool's speed-up;
-   - cold CLI: `python -m analysis.verdict FILE --no-cache` in a fresh process (imports, zoo tables and
+   - cold CLI: `python -m analysis.upload.verdict FILE --no-cache` in a fresh process (imports, zoo tables and
      worker start-up included; one run).
 2. The data-free report of a 10.6M-parameter state dict (four 1582×1582 layers and a 256×256×3×3
    convolution; 42 MB of safetensors) through the same entry point: read, checks, recognition (no zoo
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from analysis.verdict import Report, analyse, process_pool  # noqa: E402
-from data.store import Zoo  # noqa: E402
+from analysis.upload.verdict import Report, analyse, process_pool  # noqa: E402
+from data.zoo.store import Zoo  # noqa: E402
 
 ZOO = ROOT / "data" / "zoos" / "mnist1d-mlp"
 MODELS = ("width008-batch_size0256-s1", "width064-batch_size0032-s2", "width256-batch_size0064-s0")
@@ -67,7 +67,7 @@ def main() -> None:
         warm, (report,) = timed(lambda: analyse(item(), zoos, executor=pool, cache=False), 3)
         single, _ = timed(lambda: analyse(item(), zoos, executor=None, cache=False), 3)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "analysis.verdict", str(path), "--zoo", str(ZOO), "--no-cache",
+        subprocess.run([sys.executable, "-m", "analysis.upload.verdict", str(path), "--zoo", str(ZOO), "--no-cache",
                         "--quiet"], cwd=ROOT, check=True, capture_output=True)
         cold = time.perf_counter() - t
         assert isinstance(report, Report) and report.rule["n_pairs"] == 3, report

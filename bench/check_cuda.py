@@ -7,7 +7,7 @@
 2. computes every registered metric of the CPU-trained zoo on the CPU and on CUDA (same weights): the
    values must agree within each metric's tolerance (exact kernels tightly, the trained Bézier curve of
    mode connectivity, a 20-epoch SGD run of its own, loosely);
-3. analyses one checkpoint (analysis.verdict) with its workers on each device: same phase and quantities.
+3. analyses one checkpoint (analysis.upload.verdict) with its workers on each device: same phase and quantities.
 Exit status 1 if anything disagrees. Prints the largest differences per metric.
 """
 from __future__ import annotations
@@ -59,11 +59,11 @@ DEFAULT_TOL = (1e-3, 1e-4)
 
 
 def main(argv=None) -> int:
-    from analysis.registry import list_metrics
-    from analysis.run import run
-    from analysis.verdict import Report, analyse, process_pool
-    from data.generate import generate
-    from data.store import Zoo
+    from analysis.metrics.catalog import list_metrics
+    from analysis.runner.run import run
+    from analysis.upload.verdict import Report, analyse, process_pool
+    from data.training.generate import generate
+    from data.zoo.store import Zoo
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=None)

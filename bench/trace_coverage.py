@@ -36,12 +36,12 @@ def dense(matvec, n: int) -> torch.Tensor:
 
 
 def matrices(with_zoo: bool) -> dict[str, torch.Tensor]:
-    from analysis.hessian import HessianOperator, dense_hessian, parameter_groups
+    from analysis.kernels.hessian import HessianOperator, dense_hessian, parameter_groups
     model, x, y = relu_net()
     out = {"flat (n=200)": flat(), "outliers (n=300)": outliers(), "relu_net (n=334)": dense_hessian(model, x, y)}
     if with_zoo:
-        from analysis.definitions import probe_set
-        from data.store import Zoo
+        from analysis.metrics.definitions import probe_set
+        from data.zoo.store import Zoo
         zoo = Zoo.open(ZOO)
         m = zoo.build_model(MODEL, EPOCH)
         task = zoo.task_of(MODEL)
@@ -69,7 +69,7 @@ def coverage(estimate, A: torch.Tensor, seeds: int) -> dict[str, float]:
 
 def load_spectral(path: str | None):
     if path is None:
-        import analysis.spectral as mod
+        import analysis.kernels.spectral as mod
         return mod
     spec = importlib.util.spec_from_file_location("baseline_spectral", path)
     mod = importlib.util.module_from_spec(spec)

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from data.spec import ZooSpec
+from data.zoo.spec import ZooSpec
 
 
 def axis_orders(spec: ZooSpec) -> tuple[list, list]:

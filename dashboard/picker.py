@@ -4,7 +4,7 @@ A zoo is identified by its resolved directory, never by its name: the built-in c
 PHASEZOO_ZOO picks a built-in zoo only if it resolves to one's directory or is a bare built-in name
 ("mnist1d-cnn", no path separator); /elsewhere/mnist1d-mlp opens /elsewhere/mnist1d-mlp. A directory typed
 under "Other directory…" (or on the Compare page: every page opens zoos through `load_zoo`) must pass the
-path policy of data.paths: inside $PHASEZOO_ZOO_ROOTS when that is set (the Procfile sets it).
+path policy of data.zoo.paths: inside $PHASEZOO_ZOO_ROOTS when that is set (the Procfile sets it).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.cells import cell_table
-from data.paths import PathError, allowed_zoo_dir, resolve
-from data.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, builtin_zoos, read_metrics
+from analysis.taxonomy.cells import cell_table
+from data.zoo.paths import PathError, allowed_zoo_dir, resolve
+from data.zoo.store import CATALOG_FILE, METRICS_FILE, Zoo, ZooError, builtin_zoos, read_metrics
 
 ZOO_KEY = "zoo_choice"
 CUSTOM_KEY = "zoo_custom_path"
@@ -73,7 +73,7 @@ def load_metrics(root: Path):
 
 
 def load_cells(root: Path, epoch: int):
-    """The zoo's cell table at `epoch` (analysis.cells.cell_table), cached until its files change."""
+    """The zoo's cell table at `epoch` (analysis.taxonomy.cells.cell_table), cached until its files change."""
     return _cells(str(resolve(root)), epoch, (_mtime(Path(root) / CATALOG_FILE), _mtime(Path(root) / METRICS_FILE)))
 
 

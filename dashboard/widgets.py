@@ -6,7 +6,7 @@ import io
 import polars as pl
 import streamlit as st
 
-from data.spec import ZooSpec
+from data.zoo.spec import ZooSpec
 from dashboard.charts import axis_orders
 
 

@@ -7,7 +7,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from data.generate import generate  # noqa: E402
+from data.training.generate import generate  # noqa: E402
 
 torch.set_num_threads(1)  # small-model autograd on 2 cores: extra threads only oversubscribe
 

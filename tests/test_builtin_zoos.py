@@ -4,10 +4,10 @@ physics each was built to show is visible, and all committed zoos fit the size b
 import polars as pl
 import pytest
 
-from analysis.embed import read_embeddings
-from data.store import Zoo, builtin_zoos, read_metrics
-from data.tasks import TASKS
-from data.train import TrainConfig, scores
+from analysis.studies.embed import read_embeddings
+from data.zoo.store import Zoo, builtin_zoos, read_metrics
+from data.tasks.builtin import TASKS
+from data.training.train import TrainConfig, scores
 from tests.conftest import ROOT
 
 NEW = ("mnist1d-cnn", "convection-pinn", "modadd-transformer")
@@ -131,7 +131,7 @@ def test_a_checkpoint_is_recognised_by_its_own_zoo_among_all():
     tanh, the transformer's heads — is taken from the zoo)."""
     from safetensors.torch import load_file
 
-    from analysis.recognise import recognise
+    from analysis.upload.recognise import recognise
 
     zoos = [Zoo.open(p) for p in builtin_zoos()]
     for name in NEW:
@@ -146,7 +146,7 @@ def test_a_pinn_checkpoint_is_classified_on_its_cells_beta():
     """The upload pipeline on a regression zoo: a stored PINN gets its cell back (β from the identical zoo
     model, since weights cannot show it), and its rule verdict matches the stored label of that cell, which
     needs its fit, Hessian and mode connectivity measured on that β's task."""
-    from analysis import verdict as V
+    import analysis.upload.verdict as V
 
     zoo = Zoo.open(ZOOS / "convection-pinn")
     mid = "beta30.0-lr0.001-s1"

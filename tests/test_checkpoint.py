@@ -1,4 +1,4 @@
-"""data.checkpoint: hostile and broken uploads are refused with a message naming the problem, and nothing in them runs;
+"""data.checkpoint.load: hostile and broken uploads are refused with a message naming the problem, and nothing in them runs;
 ordinary state dicts in every accepted format load intact."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-import data.checkpoint as checkpoint
-from data.checkpoint import (DEFAULT_MAX_BYTES, SUFFIXES, CheckpointError, load_checkpoint, max_bytes,
+import data.checkpoint.load as checkpoint
+from data.checkpoint.load import (DEFAULT_MAX_BYTES, SUFFIXES, CheckpointError, load_checkpoint, max_bytes,
                              read_checkpoint)
 
 

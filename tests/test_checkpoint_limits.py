@@ -1,4 +1,4 @@
-"""data.checkpoint under attack: memory stays bounded whatever a file declares, every refusal is a CheckpointError
+"""data.checkpoint.load under attack: memory stays bounded whatever a file declares, every refusal is a CheckpointError
 with a short one-line message in plain words, and older but legitimate torch files load.
 
 The hostile files are built here with torch, pickle, zipfile and struct; the memory checks run in one subprocess
@@ -25,9 +25,9 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-import data.checkpoint as checkpoint
-from data.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from data.checkpoint_inspect import torch_failure
+import data.checkpoint.load as checkpoint
+from data.checkpoint.load import CheckpointError, load_checkpoint, read_checkpoint
+from data.checkpoint.declared import torch_failure
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH_MB = 200  # each hostile file below declares 1-2.4 GB; the reader must refuse it using far less than that
@@ -136,7 +136,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
 from tests.test_checkpoint_limits import Calls, torch_bytes
-from data.checkpoint import CheckpointError, read_checkpoint
+from data.checkpoint.load import CheckpointError, read_checkpoint
 
 one = torch.zeros(1).expand(300_000_000)  # 1.2 GB declared, 4 bytes stored
 block = torch.arange(500_000, dtype=torch.float32)  # 2 MB

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from analysis.cka import linear_cka
+from analysis.kernels.cka import linear_cka
 
 
 def feats(n=60, d=7, seed=0):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.connectivity import McReading, bezier_curve, garipov_lr, linear_path, mc_from_profile
+from analysis.kernels.connectivity import McReading, bezier_curve, garipov_lr, linear_path, mc_from_profile
 
 
 def test_mc_sign_convention():

@@ -7,9 +7,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.charts import axis_orders, grid_heatmap
 from dashboard.server import streamlit_server
-from analysis.cells import cell_stats
-from data.spec import parse_spec
-from data.store import Zoo, builtin_zoos
+from analysis.taxonomy.cells import cell_stats
+from data.zoo.spec import parse_spec
+from data.zoo.store import Zoo, builtin_zoos
 from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC, code_running_pickle
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -168,8 +168,8 @@ def test_mean_esd_integrates_to_one():
     import numpy as np
     import polars as pl
 
-    from analysis.spectra import esd_curves, mean_esd
-    from data.store import read_metrics
+    from analysis.studies.spectra import esd_curves, mean_esd
+    from data.zoo.store import read_metrics
 
     m = read_metrics(DEFAULT_ZOO)
     ids = ["width256-batch_size0064-s0", "width256-batch_size0064-s1", "width256-batch_size0064-s2"]
@@ -212,7 +212,7 @@ def test_downstream_page_says_what_is_missing_and_shows_imported_results(tiny_zo
     assert not at.exception and "No downstream results" in at.info[0].value
     # an imported published zoo carries WiSE-FT and git re-basin deltas: shown by phase
     from tests.test_import_ptmz import LANDSCAPE, write_trial
-    from data.import_ptmz import import_zoo
+    from data.importers.ptmz import import_zoo
 
     src = tmp_path / "published"
     for width in (2, 4):
@@ -251,7 +251,7 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     file and a non-checkpoint are refused with their reason next to it, without a traceback."""
     from safetensors.torch import save
 
-    from data.archs import build_model
+    from data.models.archs import build_model
 
     monkeypatch.setenv("PHASEZOO_UPLOAD_WORKERS", "0")  # in-process: the test needs no worker pool
     monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path / "cache"))
@@ -291,7 +291,7 @@ def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     grid, a shared metric's per-phase distribution in each zoo that has it; a zoo without labels and a bad
     path are named."""
     from tests.test_import_ptmz import LANDSCAPE, write_trial
-    from data.import_ptmz import import_zoo
+    from data.importers.ptmz import import_zoo
 
     src = tmp_path / "published"
     for width in (2, 4):

@@ -1,4 +1,4 @@
-"""The downstream studies (analysis.downstream, analysis.downstream_metrics, analysis.phase_ensembles):
+"""The downstream studies (analysis.kernels.downstream, analysis.metrics.downstream, analysis.studies.phase_ensembles):
 kernels against hand-computed or independently computed answers, and the registered metrics through the
 runner on the tiny zoo (complete, resumable, bad input recorded as error rows)."""
 import copy
@@ -12,17 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.downstream import (accuracy, apply_masks, average_states, ensemble, fine_tune, head_name,
+from analysis.kernels.downstream import (accuracy, apply_masks, average_states, ensemble, fine_tune, head_name,
                                  magnitude_masks, predict_proba, recalibrate_batchnorm, reset_head,
                                  weight_matching)
-from analysis.downstream_metrics import SPARSITIES, average_epochs, prune, transfer
-from analysis.phase_ensembles import compare, draw_ensembles
-from analysis.phases import UNCLASSIFIED
-from analysis.registry import CELL, ModelInput
-from analysis.run import resolve_metrics, run
-from data.archs import build_model
-from data.store import Zoo, read_metrics
-from data.tasks import load_task
+from analysis.metrics.downstream import SPARSITIES, average_epochs, prune, transfer
+from analysis.studies.phase_ensembles import compare, draw_ensembles
+from analysis.taxonomy.phases import UNCLASSIFIED
+from analysis.metrics.registry import CELL, ModelInput
+from analysis.runner.run import resolve_metrics, run
+from data.models.archs import build_model
+from data.zoo.store import Zoo, read_metrics
+from data.tasks.builtin import load_task
 
 DOWNSTREAM = ["ensemble", "average_epochs", "average_seeds", "average_aligned", "transfer", "prune"]
 LAST = 3  # the tiny zoo's last epoch (checkpoints at 0, 1, 2, 3)
@@ -507,7 +507,7 @@ def test_runner_values_are_in_range_and_consistent(full_run):
     assert val("ensemble_test_nll").min() > 0 and val("prune_retained").min() >= 0
     err = val("average_aligned_path_error")
     assert err.min() >= 0 and err.max() <= 100
-    # against the catalog (evaluated at training time, independently of analysis.downstream)
+    # against the catalog (evaluated at training time, independently of analysis.kernels.downstream)
     cat = zoo.catalog.filter(pl.col("epoch") == LAST)
     test_acc = dict(zip(cat["model_id"], cat["test_acc"]))
     train_loss = dict(zip(cat["model_id"], cat["train_loss"]))

@@ -3,8 +3,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.embed import embed, embed_zoo, read_embeddings, weight_matrix
-from data.store import Zoo, ZooError
+from analysis.studies.embed import embed, embed_zoo, read_embeddings, weight_matrix
+from data.zoo.store import Zoo, ZooError
 
 
 def test_weight_matrix_pads_narrow_models(tiny_zoo):

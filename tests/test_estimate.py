@@ -6,11 +6,11 @@ import shutil
 import polars as pl
 import pytest
 
-from analysis.run import COSTS_FILE, predicted_seconds, read_costs, resolve_metrics, run
-from analysis.verdict import upload_estimate
-from data.generate import generate, plan_groups
-from data.spec import load_spec
-from data.store import Zoo, read_metrics
+from analysis.runner.run import COSTS_FILE, predicted_seconds, read_costs, resolve_metrics, run
+from analysis.upload.verdict import upload_estimate
+from data.training.generate import generate, plan_groups
+from data.zoo.spec import load_spec
+from data.zoo.store import Zoo, read_metrics
 
 METRICS = ["performance", "weights", "cka_logits_test", "mc_linear"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data.generate import generate, plan_groups
-from data.spec import parse_spec
-from data.store import CATALOG_FILE, Zoo
+from data.training.generate import generate, plan_groups
+from data.zoo.spec import parse_spec
+from data.zoo.store import CATALOG_FILE, Zoo
 from tests.conftest import ROOT, TINY_SPEC
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -22,7 +22,7 @@ RESUME_SPEC = TINY_SPEC.replace("n_train = 500", "n_train = 2000").replace("batc
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "data.generate", *map(str, args), "--quiet"], env=ENV,
+    return subprocess.run([sys.executable, "-m", "data.training.generate", *map(str, args), "--quiet"], env=ENV,
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -38,14 +38,14 @@ def test_tiny_zoo_is_complete(tiny_zoo):
     assert set(cat["epoch"].unique()) == {0, 1, 2, 3}
     assert cat.filter(pl.col("epoch") == 3)["train_loss"].mean() < cat.filter(pl.col("epoch") == 0)["train_loss"].mean()
     assert all((tiny_zoo / p).is_file() for p in zoo.checkpoints()["checkpoint"])
-    from data.archs import n_params
+    from data.models.archs import n_params
 
     row = cat.row(0, named=True)
     assert row["n_params"] == n_params(zoo.build_model(row["model_id"], 0))
 
 
 def test_one_writer_per_zoo(tiny_zoo):
-    from data.store import ZooError, writer_lock
+    from data.zoo.store import ZooError, writer_lock
 
     with writer_lock(tiny_zoo):
         with pytest.raises(ZooError, match="being written by another process"):
@@ -81,7 +81,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     spec = tmp_path / "resume.toml"
     spec.write_text(RESUME_SPEC)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([sys.executable, "-m", "data.generate", str(spec), "--out", str(killed), "--workers",
+    proc = subprocess.Popen([sys.executable, "-m", "data.training.generate", str(spec), "--out", str(killed), "--workers",
                              "1", "--flush-every", "0", "--quiet"], env=ENV, cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -148,8 +148,8 @@ def test_models_with_batchnorm_train_one_at_a_time(monkeypatch):
     import torch
     from torch import nn
 
-    from data.archs import ARCHS, ArchDef
-    from data.generate import train_group
+    from data.models.archs import ARCHS, ArchDef
+    from data.training.generate import train_group
     from data.params import positive
 
     class BNMLP(nn.Sequential):

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.hessian import HessianOperator, dense_hessian, parameter_groups
-from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
+from analysis.kernels.hessian import HessianOperator, dense_hessian, parameter_groups
+from analysis.kernels.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
 
 
 def tiny_model(seed=0, width=6):
@@ -120,7 +120,7 @@ def test_agrees_with_pyhessian():
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_exact_relu_trace_equals_dense_trace(depth):
-    from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+    from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
 
     torch.manual_seed(depth)
     layers = [nn.Flatten(-1), nn.Linear(5, 7), nn.ReLU()]
@@ -134,7 +134,7 @@ def test_exact_relu_trace_equals_dense_trace(depth):
 
 
 def test_exact_trace_refuses_smooth_activations():
-    from analysis.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+    from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
 
     model = tiny_model()  # Tanh: its logits are not linear in each weight, the identity does not hold
     assert not is_relu_mlp(model)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from analysis.phases import Thresholds, classify, default_thresholds, zoo_cells
-from data.import_ptmz import ImportError_, import_zoo
-from data.resnet import resnet18_width
-from data.store import Zoo, read_metrics
+from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, zoo_cells
+from data.importers.ptmz import ImportError_, import_zoo
+from data.models.resnet import resnet18_width
+from data.zoo.store import Zoo, read_metrics
 from tests.conftest import ROOT
 
 EPOCHS = 3  # lines 0..3; checkpoints at 0 and 2; landscape values at epoch 2
@@ -106,7 +106,7 @@ def test_import_reads_the_layout(published, imported):
     problems = "\n".join(report.problems)
     assert "model_width=8" in problems and "params.json: missing key 'model::width' — trial skipped" in problems
     assert "result.json line 1: skipped" in problems
-    # the checkpoint reader's words (data.checkpoint), behind the file's path
+    # the checkpoint reader's words (data.checkpoint.load), behind the file's path
     assert re.search(r"checkpoint_000002/checkpoints: refused: [^\n]*os\.system[^\n]* — checkpoint skipped", problems)
     zoo = Zoo.open(out)
     assert zoo.spec.arch == "resnet18_width" and zoo.spec.grid == {"width": (2, 4), "batch_size": (32, 128)}
@@ -159,13 +159,13 @@ def test_bad_import_directories(published, tmp_path):
         import_zoo(root, existing)
     with pytest.raises(ImportError_, match="no trial directories"):
         import_zoo(tmp_path, tmp_path / "new")
-    r = subprocess.run([sys.executable, "-m", "data.import_ptmz", str(root), "--out", str(tmp_path / "cli")],
+    r = subprocess.run([sys.executable, "-m", "data.importers.ptmz", str(root), "--out", str(tmp_path / "cli")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "imported 9 of 10 trials" in r.stdout and "warning:" in r.stderr
 
 
 def test_nothing_partial_is_written(published, tmp_path, monkeypatch):
-    import data.import_ptmz as imp
+    import data.importers.ptmz as imp
 
     root, _ = published
 
@@ -351,7 +351,7 @@ def test_fifos_are_refused_without_hanging(published, tmp_path):
         d = bare_trial(src, name, params={"seed": 5})
         (d / file).unlink()
         os.mkfifo(d / file)
-    r = subprocess.run([sys.executable, "-m", "data.import_ptmz", str(src), "--out", str(tmp_path / "zoo")],
+    r = subprocess.run([sys.executable, "-m", "data.importers.ptmz", str(src), "--out", str(tmp_path / "zoo")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     fifo = "is not a regular file (a FIFO)"
@@ -402,7 +402,7 @@ def test_trials_of_another_architecture_are_skipped_not_fatal(tmp_path):
 
 
 def test_an_existing_output_is_never_touched(published, tmp_path, monkeypatch):
-    import data.import_ptmz as imp
+    import data.importers.ptmz as imp
 
     root, _ = published
     out = tmp_path / "zoo"

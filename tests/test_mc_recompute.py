@@ -1,15 +1,15 @@
-"""Rewriting stored mc rows from their stored profiles (analysis.mc_recompute), on a copy of a zoo."""
+"""Rewriting stored mc rows from their stored profiles (analysis.runner.mc_recompute), on a copy of a zoo."""
 import shutil
 
 import polars as pl
 import pytest
 
-from analysis.connectivity import mc_from_profile
-from analysis.mc_recompute import main, previous_version, recompute_rows, recompute_zoo
-from analysis.registry import get_metric
-from analysis.run import zoo_metric
-from data.schema import METRICS
-from data.store import Zoo, read_metrics
+from analysis.kernels.connectivity import mc_from_profile
+from analysis.runner.mc_recompute import main, previous_version, recompute_rows, recompute_zoo
+from analysis.metrics.catalog import get_metric
+from analysis.runner.run import zoo_metric
+from data.zoo.schema import METRICS
+from data.zoo.store import Zoo, read_metrics
 from tests.conftest import DEFAULT_ZOO
 
 T5 = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from analysis.registry import SCOPES, MetricError, ModelInput, get_metric, list_metrics
-from analysis.run import Task, cell_pairs, compute, resolve_metrics, run
-from data.schema import METRICS
-from data.store import Zoo, read_metrics
+from analysis.metrics.catalog import get_metric, list_metrics
+from analysis.metrics.registry import SCOPES, MetricError, ModelInput
+from analysis.runner.run import Task, cell_pairs, compute, resolve_metrics, run
+from data.zoo.schema import METRICS
+from data.zoo.store import Zoo, read_metrics
 from tests.conftest import ROOT
 
 FAST = {"hessian": dict(hutchinson_probes=10, slq_probes=2, slq_steps=20, max_iter=40),
@@ -163,12 +164,12 @@ def test_failures_are_recorded_and_the_rest_computed(zoo_copy):
 
 def test_cli(tiny_zoo, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "analysis.run", str(tiny_zoo), "--metrics", "nope"],
+    r = subprocess.run([sys.executable, "-m", "analysis.runner.run", str(tiny_zoo), "--metrics", "nope"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 2 and "unknown metric 'nope'" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "analysis.run", str(tiny_zoo), "--epochs", "7"],
+    r = subprocess.run([sys.executable, "-m", "analysis.runner.run", str(tiny_zoo), "--epochs", "7"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 2 and "no checkpoints at epoch(s) [7]" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "analysis.run", "--list"], capture_output=True, text=True, env=env,
+    r = subprocess.run([sys.executable, "-m", "analysis.runner.run", "--list"], capture_output=True, text=True, env=env,
                        cwd=ROOT)
     assert r.returncode == 0 and "mc_bezier" in r.stdout and "hessian_layers" in r.stdout

@@ -6,7 +6,7 @@ import sys
 import polars as pl
 import pytest
 
-from analysis.phases import Thresholds, classify, default_thresholds, grid_text, label
+from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, grid_text, label
 from tests.conftest import ROOT
 
 TH = Thresholds(train_loss=0.1, mc=1.0, cka=0.7)
@@ -77,7 +77,7 @@ def test_grid_text_orientation():
 def test_cli_on_a_foreign_table(tmp_path):
     table = cells().rename({"train_loss": "loss", "mc": "conn", "cka": "sim", "width": "w", "batch_size": "b"})
     table.write_csv(tmp_path / "cells.csv")
-    cmd = [sys.executable, "-m", "analysis.phases", str(tmp_path / "cells.csv"), "--col", "train_loss=loss",
+    cmd = [sys.executable, "-m", "analysis.taxonomy.phases", str(tmp_path / "cells.csv"), "--col", "train_loss=loss",
            "--col", "mc=conn", "--col", "cka=sim", "--col", "load=w", "--col", "temperature=b",
            "--tau-cka", "0.7", "--out", str(tmp_path / "out.parquet")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

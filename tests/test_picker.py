@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from data.paths import PathError, allowed_zoo_dir
-from data.store import Zoo, ZooError, builtin_zoos
+from data.zoo.paths import PathError, allowed_zoo_dir
+from data.zoo.store import Zoo, ZooError, builtin_zoos
 from tests.conftest import DEFAULT_ZOO, ROOT
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -218,8 +218,8 @@ def test_the_procfile_restricts_a_deployment_by_default():
 
 
 @pytest.mark.parametrize("reader, name", [
-    ("data.store:read_metrics", "metrics.parquet"), ("analysis.embed:read_embeddings", "embeddings.parquet"),
-    ("analysis.phase_ensembles:read_phase_ensembles", "phase_ensembles.parquet"),
+    ("data.zoo.store:read_metrics", "metrics.parquet"), ("analysis.studies.embed:read_embeddings", "embeddings.parquet"),
+    ("analysis.studies.phase_ensembles:read_phase_ensembles", "phase_ensembles.parquet"),
 ])
 def test_table_readers_refuse_a_fifo_swapped_in_after_the_zoo_was_opened(zoo, reader, name):
     """The pages read these tables after Zoo.open has checked the directory: each read checks again."""

@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 import ray  # a requirement (requirements.txt): these tests run in CI, never skip
 
-from analysis.run import resolve_metrics, run
-from data.generate import generate
-from data.generate import main as generate_main
-from data.store import read_catalog, read_metrics
-from data.spec import load_spec
-from data.workers import Executor, ExecutorError, ray_connect, run_unordered
+from analysis.runner.run import resolve_metrics, run
+from data.training.generate import generate
+from data.training.generate import main as generate_main
+from data.zoo.store import read_catalog, read_metrics
+from data.zoo.spec import load_spec
+from data.training.workers import Executor, ExecutorError, ray_connect, run_unordered
 from tests.conftest import TINY_SPEC
 
 RAY = Executor("ray")

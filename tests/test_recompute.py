@@ -1,4 +1,4 @@
-"""Partial recompute (analysis.recompute): after a version bump that changed only some outputs, the zoo ends
+"""Partial recompute (analysis.runner.recompute): after a version bump that changed only some outputs, the zoo ends
 up exactly as a full rerun of the metric would leave it, without rerunning the unchanged estimators."""
 import dataclasses
 import shutil
@@ -6,10 +6,10 @@ import shutil
 import polars as pl
 import pytest
 
-from analysis.recompute import PARTIALS, plan, recompute
-from analysis.registry import get_metric
-from analysis.run import run, zoo_metric
-from data.store import METRICS_FILE, Zoo, read_metrics
+from analysis.runner.recompute import PARTIALS, plan, recompute
+from analysis.metrics.catalog import get_metric
+from analysis.runner.run import run, zoo_metric
+from data.zoo.store import METRICS_FILE, Zoo, read_metrics
 
 NAMES = ["hessian", "hessian_layers"]
 KEY = ["model_id", "epoch", "metric", "split", "layer", "coord"]

@@ -2,7 +2,7 @@
 
 A batched model's numbers depend on its training group, so a resume must train exactly the groups of an
 uninterrupted run and a group must reach the catalog whole (docs/long-jobs.md). Each case kills
-`python -m data.generate` (SIGKILL or SIGINT to its process group, as a kill of the job or a terminal's
+`python -m data.training.generate` (SIGKILL or SIGINT to its process group, as a kill of the job or a terminal's
 Ctrl-C does) when the files on disk show it has reached a given point, resumes it, and compares every file
 (catalog, checkpoints, spec) with an uninterrupted run.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data.generate import generate, plan_groups
-from data.spec import parse_spec
-from data.store import CATALOG_FILE
+from data.training.generate import generate, plan_groups
+from data.zoo.spec import parse_spec
+from data.zoo.store import CATALOG_FILE
 from tests.conftest import ROOT, TINY_SPEC
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -70,7 +70,7 @@ def wait_gone(pgid: int, timeout: float = 60) -> list[int]:
 
 
 def start(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "data.generate", str(spec), "--out", str(out), "--quiet",
+    return subprocess.Popen([sys.executable, "-m", "data.training.generate", str(spec), "--out", str(out), "--quiet",
                              *extra], env=ENV, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from data.schema import CATALOG, SchemaError
+from data.zoo.schema import CATALOG, SchemaError
 
 KNOBS = {"width": pl.Int64, "batch_size": pl.Int64}
 

@@ -18,12 +18,12 @@ import polars as pl
 import pytest
 from safetensors import SafetensorError
 
-from analysis.run import main as run_main
-from analysis.run import resolve_metrics, run
-from data.generate import generate
-from data.generate import main as generate_main
-from data.store import METRICS_FILE, read_metrics
-from data.workers import ExecutorError, run_unordered
+from analysis.runner.run import main as run_main
+from analysis.runner.run import resolve_metrics, run
+from data.training.generate import generate
+from data.training.generate import main as generate_main
+from data.zoo.store import METRICS_FILE, read_metrics
+from data.training.workers import ExecutorError, run_unordered
 from tests.conftest import ROOT
 from tests.test_resume_kill import (ENV, N_MODELS, catalog_models, checkpointed_groups, flushed_groups, group_pids,
                                     kill_spec, reference, reference_zoo, start, tree_digest, wait_gone, wait_until,
@@ -73,7 +73,7 @@ def test_sigterm_stops_the_metric_runner_and_keeps_finished_rows(reference_zoo, 
     zoo, clean = tmp_path / "zoo", tmp_path / "clean"
     shutil.copytree(reference_zoo, zoo)
     shutil.copytree(reference_zoo, clean)
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.run", str(zoo), "--metrics", METRICS, "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.runner.run", str(zoo), "--metrics", METRICS, "--workers", "2",
                              "--flush-every", "0", "--quiet"], env=ENV, cwd=ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # the rows measured for the estimate are flushed before the workers start
@@ -132,16 +132,16 @@ DISK_FULL = [OSError(errno.ENOSPC, "No space left on device"),
 
 @pytest.mark.parametrize("exc", DISK_FULL, ids=["OSError", "SafetensorError"])
 def test_disk_full_while_writing_checkpoints(exc, kill_spec, reference, tmp_path, monkeypatch, capsys):
-    import data.store
+    import data.zoo.store
 
-    real = data.store.save_file
+    real = data.zoo.store.save_file
 
     def save_file(state, path):  # the disk fills up while the second group (batch size 8) is written
         if "batch_size08" in path:
             raise exc
         return real(state, path)
 
-    monkeypatch.setattr(data.store, "save_file", save_file)
+    monkeypatch.setattr(data.zoo.store, "save_file", save_file)
     out = tmp_path / "zoo"
     code = generate_main([str(kill_spec), "--out", str(out), "--workers", "1", "--quiet"])
     line = one_line(capsys.readouterr().err)
@@ -149,7 +149,7 @@ def test_disk_full_while_writing_checkpoints(exc, kill_spec, reference, tmp_path
     assert "No space left on device" in line and line.endswith("finished work is kept — rerun to resume")
     assert catalog_models(out) == 2  # the group written before (batch size 4, the longest, first)
     assert not list(out.rglob("*.tmp"))
-    monkeypatch.setattr(data.store, "save_file", real)  # space freed
+    monkeypatch.setattr(data.zoo.store, "save_file", real)  # space freed
     generate(kill_spec, out, workers=1, progress=False)
     assert tree_digest(out) == reference
 

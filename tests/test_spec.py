@@ -1,7 +1,7 @@
 import pytest
 
 from data.params import SpecError
-from data.spec import parse_spec
+from data.zoo.spec import parse_spec
 from tests.conftest import TINY_SPEC
 
 
@@ -100,7 +100,7 @@ def test_load_spec_refuses_a_fifo_without_blocking(tmp_path):
     import os
     import threading
 
-    from data.spec import load_spec
+    from data.zoo.spec import load_spec
 
     fifo = tmp_path / "spec.toml"
     os.mkfifo(fifo)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from analysis.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
+from analysis.kernels.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
 
 
 def sym(n: int, seed: int = 0, spread: float = 1.0) -> torch.Tensor:

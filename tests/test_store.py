@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from data.store import CATALOG_FILE, Zoo, ZooError, atomic_write, init_zoo_dir, remove_stale_temporaries
+from data.zoo.store import CATALOG_FILE, Zoo, ZooError, atomic_write, init_zoo_dir, remove_stale_temporaries
 from tests.conftest import TINY_SPEC
 
 

@@ -14,17 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.hessian import HessianOperator, dense_hessian
-from analysis.registry import MetricError, ModelInput, get_metric
-from analysis.run import resolve_metrics, run, zoo_metric
-from data.archs import MLP, Transformer, build_model
-from data.generate import generate
-from data.objectives import BOUNDARY, INITIAL, INTERIOR, Classification, ConvectionPINN
+from analysis.kernels.hessian import HessianOperator, dense_hessian
+from analysis.metrics.catalog import get_metric
+from analysis.metrics.registry import MetricError, ModelInput
+from analysis.runner.run import resolve_metrics, run, zoo_metric
+from data.models.archs import MLP, Transformer, build_model
+from data.training.generate import generate
+from data.tasks.objectives import BOUNDARY, INITIAL, INTERIOR, Classification, ConvectionPINN
 from data.params import SpecError
-from data.spec import parse_spec
-from data.store import SPEC, Zoo, read_metrics
-from data.tasks import PINN_GRID, TaskData, load_task
-from data.train import TrainConfig, train_batched, train_one
+from data.zoo.spec import parse_spec
+from data.zoo.store import SPEC, Zoo, read_metrics
+from data.tasks.builtin import PINN_GRID, TaskData, load_task
+from data.training.train import TrainConfig, train_batched, train_one
 from tests.conftest import TINY_PINN_SPEC, TINY_SEQ_SPEC
 
 torch.set_num_threads(1)

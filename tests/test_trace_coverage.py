@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.hessian import HessianOperator, dense_hessian
-from analysis.relu_trace import relu_mlp_hessian_trace
-from analysis.spectral import hutchinson, hutchpp
+from analysis.kernels.hessian import HessianOperator, dense_hessian
+from analysis.kernels.relu_trace import relu_mlp_hessian_trace
+from analysis.kernels.spectral import hutchinson, hutchpp
 
 SEEDS = 300
 # Student-t with 29 degrees of freedom (the fewest Hutch++ probes) covers 94.5 % within ±2; allow 3 binomial

@@ -4,9 +4,9 @@ import sys
 import pytest
 import torch
 
-from data.archs import build_model
-from data.tasks import TaskData, load_task
-from data.train import BatchedModels, TrainConfig, stack_padded, train_batched, train_one, unstack
+from data.models.archs import build_model
+from data.tasks.builtin import TaskData, load_task
+from data.training.train import BatchedModels, TrainConfig, stack_padded, train_batched, train_one, unstack
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ PATHS = [("mlp", "manual"), ("mlp", "baddbmm"), ("mlp", "vmap"), ("tanh", "manua
 
 @pytest.mark.parametrize("arch, path", PATHS)
 def test_batched_equals_sequential(arch, path, data64, monkeypatch):
-    import data.train as train_mod
+    import data.training.train as train_mod
 
     if path != "manual":
         monkeypatch.setattr(train_mod, "layer_plan", lambda template: None)
@@ -96,7 +96,7 @@ def test_padding_round_trip():
 
 
 def test_layer_plan_recognises_only_plain_stacks():
-    from data.stacked_mlp import layer_plan
+    from data.models.stacked_mlp import layer_plan
 
     nn = torch.nn
     assert layer_plan(nn.Sequential(nn.Flatten(-1), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))) == [

@@ -1,4 +1,4 @@
-"""analysis.verdict: one checkpoint's phase, evidence and place, end to end against the committed zoo.
+"""analysis.upload.verdict: one checkpoint's phase, evidence and place, end to end against the committed zoo.
 
 Oracles: the zoo's own tables (phases.parquet, metrics.parquet, embeddings.parquet) for a checkpoint taken
 from the zoo itself, the zoo's grid for knobs, and the file system for the safety properties. Everything
@@ -23,12 +23,12 @@ import torch
 from safetensors.torch import load_file, save, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from analysis import verdict as V
-from analysis.phase_classifier import FEATURES, training_set, validate
-from analysis.recognise import nearest_value, recognise
-from data.archs import build_model, match_shapes
-from data.store import Zoo, builtin_zoos
-from data.tasks import cache_dir
+import analysis.upload.verdict as V
+from analysis.taxonomy.classifier import FEATURES, training_set, validate
+from analysis.upload.recognise import nearest_value, recognise
+from data.models.archs import build_model, match_shapes
+from data.zoo.store import Zoo, builtin_zoos
+from data.tasks.builtin import cache_dir
 from tests.conftest import DEFAULT_ZOO
 
 EPOCH = 300  # the default zoo's last analysis epoch: what the verdict compares against
@@ -233,7 +233,7 @@ class _Recorder(ClassifierMixin, BaseEstimator):
 
 
 def test_leave_one_cell_out_never_trains_on_the_held_out_cell(table):
-    from analysis.phase_classifier import design
+    from analysis.taxonomy.classifier import design
 
     X = np.nan_to_num(design(table), nan=-12345.0)
     key = {r.tobytes(): c for r, c in zip(X, table["cell"].to_list())}

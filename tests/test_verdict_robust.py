@@ -1,4 +1,4 @@
-"""analysis.verdict under attack: every file of an upload gets its own verdict or its own one-line refusal
+"""analysis.upload.verdict under attack: every file of an upload gets its own verdict or its own one-line refusal
 whatever goes wrong inside, recognition survives any key string, a zoo model's half-precision copy is that
 model, a verdict is never more confident than its inputs, and file names are shown as text.
 
@@ -20,13 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save
 
-from analysis import verdict as V
-from analysis.failures import display_name, in_worker
-from analysis.placement import near_copies, precision
-from analysis.recognise import recognise
-from data.archs import ARCHS, build_model, match_shapes
-from data.store import Zoo
-from data.workers import CONTEXT
+import analysis.upload.verdict as V
+from analysis.upload.failures import display_name, in_worker
+from analysis.upload.placement import near_copies, precision
+from analysis.upload.recognise import recognise
+from data.models.archs import ARCHS, build_model, match_shapes
+from data.zoo.store import Zoo
+from data.training.workers import CONTEXT
 from tests.conftest import DEFAULT_ZOO
 from tests.test_verdict import W8, _private_cache, ckpt, mlp_state, perturbed  # noqa: F401  (the module's cache)
 
@@ -85,7 +85,7 @@ def test_random_key_soup_never_raises():
 
 
 def test_a_zoo_comparison_that_raises_is_no_match(w8, zoo, monkeypatch):
-    import analysis.recognise as R
+    import analysis.upload.recognise as R
 
     monkeypatch.setattr(R, "match_shapes", lambda *a: 1 / 0)
     [match] = recognise(w8, [zoo])
@@ -132,7 +132,7 @@ def test_every_file_gets_its_own_result(mixed):
     assert isinstance(good, V.Report) and good.phase in {"I", "II", "III", "IV-A", "IV-B"}
     assert good.placement["identical_to"] == W8
     assert isinstance(boom, V.Refused)
-    assert isinstance(zero, (V.Report, V.Refused))  # its own result, whichever (analysis.weights decides)
+    assert isinstance(zero, (V.Report, V.Refused))  # its own result, whichever (analysis.kernels.weights decides)
     assert isinstance(digit, V.Report) and digit.zoo is None  # recognised as nothing: the data-free report
     assert isinstance(passwd, V.Refused) and passwd.error == "passwd.safetensors: is empty (0 bytes)"
 
@@ -277,7 +277,7 @@ def test_non_finite_metrics_give_no_phase(scaled):
 
 def test_features_outside_the_training_range_are_named():
     """A model whose one feature lies far beyond every training model's is flagged, with that feature."""
-    from analysis.phase_classifier import fit, predict, training_set
+    from analysis.taxonomy.classifier import fit, predict, training_set
 
     table = training_set(DEFAULT_ZOO)
     feats = ("train_loss", "spectral_norm", "n_params")

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.registry import ModelInput, get_metric
-from analysis.weights import fit_power_law, fit_power_law_ww, layer_weights, scan_weights, weight_report, ww_eigenvalues
+from analysis.metrics.catalog import get_metric
+from analysis.metrics.registry import ModelInput
+from analysis.kernels.weights import fit_power_law, fit_power_law_ww, layer_weights, scan_weights, weight_report, ww_eigenvalues
 
 
 def test_layer_statistics():
@@ -154,9 +155,9 @@ def test_ww_layers_match_weightwatcher_analyze():
 
 
 def test_the_partial_recompute_emits_exactly_the_changed_outputs():
-    """analysis.recompute's weights rule (version 1 → 2) emits every changed output, declared by `weights`,
+    """analysis.runner.recompute's weights rule (version 1 → 2) emits every changed output, declared by `weights`,
     and nothing else (the carried rows of the other outputs must not be duplicated)."""
-    from analysis.definitions import WEIGHTS_V2_CHANGED, weights_ww_only
+    from analysis.metrics.definitions import WEIGHTS_V2_CHANGED, weights_ww_only
 
     torch.manual_seed(0)
     m = ModelInput("m", nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)), None)

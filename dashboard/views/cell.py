@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.cells import cell_label, cell_models
+from analysis.taxonomy.cells import cell_label, cell_models
 from dashboard.charts import line_chart
 from dashboard.picker import current_zoo, load_metrics
 from dashboard.widgets import chart, pick_cell, pick_epoch
@@ -54,7 +54,7 @@ m = load_metrics(zoo.root).filter(
     pl.col("model_id").is_in(ids) & (pl.col("epoch") == epoch) & pl.col("error").is_null()
 )
 if m.is_empty():
-    st.warning("No metrics for this cell at this epoch: run `python -m analysis.run <zoo>`.")
+    st.warning("No metrics for this cell at this epoch: run `python -m analysis.runner.run <zoo>`.")
     st.stop()
 scalars = (
     m.filter(

@@ -7,12 +7,12 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.cells import metric_cells, scalar_metrics
-from analysis.phases import PHASES, UNCLASSIFIED, classify, default_thresholds, phase_counts
+from analysis.taxonomy.cells import metric_cells, scalar_metrics
+from analysis.taxonomy.phases import PHASES, UNCLASSIFIED, classify, default_thresholds, phase_counts
 from dashboard.charts import PHASE_COLOURS, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, image_config
-from data.store import ZooError, builtin_zoos
+from data.zoo.store import ZooError, builtin_zoos
 
 current = current_zoo()
 st.title("Compare zoos")
@@ -33,7 +33,7 @@ for path in paths:
     epoch = max(zoo.spec.analysis_epochs)
     cells = load_cells(zoo.root, epoch)
     if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
-        st.info(f"{zoo.name}: no phase labels at epoch {epoch} yet (`python -m analysis.run {zoo.root}`).")
+        st.info(f"{zoo.name}: no phase labels at epoch {epoch} yet (`python -m analysis.runner.run {zoo.root}`).")
         continue
     zoos.append((zoo, epoch, classify(cells, default_thresholds(cells))))
 if not zoos:

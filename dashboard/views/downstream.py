@@ -6,14 +6,14 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.cells import metric_cells
-from analysis.findings import retest
-from analysis.phase_ensembles import compare, read_phase_ensembles
-from analysis.phases import classify, default_thresholds
+from analysis.taxonomy.cells import metric_cells
+from analysis.studies.findings import retest
+from analysis.studies.phase_ensembles import compare, read_phase_ensembles
+from analysis.taxonomy.phases import classify, default_thresholds
 from dashboard.charts import PHASE_COLOURS, grid_heatmap
 from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, pick_epoch
-from data.tasks import TASKS
+from data.tasks.builtin import TASKS
 
 # Outputs of downstream studies (science.md §4): prefixes of our own metrics, and the published zoos' keys.
 DOWNSTREAM = ("ensemble_", "average_", "transfer_", "prune_", "wiseft_acc_test_delta", "gitrebasin_acc_test_delta")
@@ -33,8 +33,8 @@ if TASKS[spec.task].kind == "regression":
     st.stop()
 if not present:
     st.info(
-        "No downstream results in this zoo at this epoch. `make downstream` (or `python -m analysis.run ZOO "
-        "--metrics 'ensemble,average_*,transfer,prune'`, then `python -m analysis.phase_ensembles ZOO`) computes "
+        "No downstream results in this zoo at this epoch. `make downstream` (or `python -m analysis.runner.run ZOO "
+        "--metrics 'ensemble,average_*,transfer,prune'`, then `python -m analysis.studies.phase_ensembles ZOO`) computes "
         "ensembles of each cell's seeds, averaging over epochs and over aligned seeds, transfer and pruning; an "
         "imported published zoo shows its `wiseft_acc_test_delta` / `gitrebasin_acc_test_delta`."
     )

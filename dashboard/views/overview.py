@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from analysis.cells import cell_stats, coverage
+from analysis.taxonomy.cells import cell_stats, coverage
 from dashboard.charts import grid_heatmap
 from dashboard.picker import current_zoo, load_metrics
 from dashboard.widgets import chart
@@ -46,7 +46,7 @@ if cat.is_empty():
 if n_models < n_expected:
     st.warning(
         f"Incomplete zoo: {n_expected - n_models} of {n_expected} models missing "
-        "(resume with `python -m data.generate`)."
+        "(resume with `python -m data.training.generate`)."
     )
     chart(
         grid_heatmap(

@@ -6,10 +6,10 @@ import math
 import polars as pl
 import streamlit as st
 
-from analysis.cells import metric_cells, scalar_metrics
-from analysis.phases import Thresholds, classify, default_thresholds, phase_counts
-from analysis.registry import find_output
-from data.tasks import TASKS
+from analysis.taxonomy.cells import metric_cells, scalar_metrics
+from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, phase_counts
+from analysis.metrics.catalog import find_output
+from data.tasks.builtin import TASKS
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, downloads, image_config, open_cell, pick_epoch
@@ -23,7 +23,7 @@ with c1:
 cells = load_cells(zoo.root, epoch)
 if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
     st.warning(
-        "This zoo has no metrics at this epoch yet: run `python -m analysis.run <zoo>` first. "
+        "This zoo has no metrics at this epoch yet: run `python -m analysis.runner.run <zoo>` first. "
         "The Zoo overview page still shows its training results."
     )
     st.stop()

@@ -3,9 +3,9 @@
 import polars as pl
 import streamlit as st
 
-from analysis.cells import cell_label, cell_models
-from analysis.phases import classify, default_thresholds
-from analysis.spectra import esd_curves, mean_esd
+from analysis.taxonomy.cells import cell_label, cell_models
+from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.studies.spectra import esd_curves, mean_esd
 from dashboard.charts import density_chart, grid_heatmap
 from dashboard.picker import current_zoo, load_cells, load_metrics
 from dashboard.widgets import chart, pick_epoch
@@ -15,7 +15,7 @@ spec, cat = zoo.spec, zoo.catalog
 st.title(f"Hessian spectra: {zoo.name}")
 metrics = load_metrics(zoo.root)
 if metrics.filter(pl.col("metric") == "hessian_esd").is_empty():
-    st.warning("No spectral densities in this zoo's metrics: run `python -m analysis.run <zoo> --metrics hessian`.")
+    st.warning("No spectral densities in this zoo's metrics: run `python -m analysis.runner.run <zoo> --metrics hessian`.")
     st.stop()
 c1, c2, c3 = st.columns(3)
 with c1:

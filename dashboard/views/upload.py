@@ -1,6 +1,6 @@
 """Classify a checkpoint: upload one or more state dicts and get each one's phase — from the taxonomy's
 rules and from the learned classifier — with the evidence next to the zoo's distributions, its cell on the
-phase map, its place in weight space and its nearest zoo models (analysis.verdict)."""
+phase map, its place in weight space and its nearest zoo models (analysis.upload.verdict)."""
 
 import logging
 import os
@@ -11,18 +11,18 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.cells import cell_models
-from analysis.embed import read_embeddings
-from analysis.phases import classify, default_thresholds
-from analysis.spectra import esd_curves
-from analysis.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
+from analysis.taxonomy.cells import cell_models
+from analysis.studies.embed import read_embeddings
+from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.studies.spectra import esd_curves
+from analysis.upload.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
 from dashboard.admission import QueueFull, shared as upload_queue
 from dashboard.charts import PHASE_COLOURS, density_chart, evidence_strip, mark, phase_map, phase_probabilities
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, downloads, image_config
-from data.archs import arch_def
-from data.checkpoint import SUFFIXES, max_bytes
-from data.store import builtin_zoos
+from data.models.archs import arch_def
+from data.checkpoint.load import SUFFIXES, max_bytes
+from data.zoo.store import builtin_zoos
 
 log = logging.getLogger("phasezoo.upload")
 
@@ -65,7 +65,7 @@ st.caption(
 )
 if (cost := upload_estimate(zoo)) is not None:
     st.caption(f"Estimated compute per upload: {cost[0]:.0f}–{cost[1]:.0f} s for this zoo's smallest to largest "
-               f"model (per-metric costs measured by `analysis.run` on {cost[2]}; two workers share it).")
+               f"model (per-metric costs measured by `analysis.runner.run` on {cost[2]}; two workers share it).")
 files = st.file_uploader("Checkpoints", accept_multiple_files=True, key="upload_files")
 revealed = set(arch_def(spec.arch).params)  # architecture parameters are read off the tensor shapes
 hidden = [k for k in spec.grid if k not in revealed]
@@ -127,7 +127,7 @@ def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
     emb = read_embeddings(zoo.root).filter(pl.col("epoch") == r.epoch)
     methods = [m for m in ("pca", "umap") if m in r.placement and m in emb["method"].unique()]
     if not methods:
-        right.info(r.placement.get("note", "No weight-space embedding at this epoch (`python -m analysis.embed`)."))
+        right.info(r.placement.get("note", "No weight-space embedding at this epoch (`python -m analysis.studies.embed`)."))
         return
     method = right.radio("Weight space", methods, horizontal=True, key=f"upload_method_{key}",
                          format_func=str.upper)

@@ -1,12 +1,12 @@
-"""Weight space: precomputed PCA/UMAP maps of the models' weights (python -m analysis.embed), coloured by
+"""Weight space: precomputed PCA/UMAP maps of the models' weights (python -m analysis.studies.embed), coloured by
 phase, by a knob or by a metric; selecting a point opens its cell."""
 
 import plotly.express as px
 import polars as pl
 import streamlit as st
 
-from analysis.embed import read_embeddings
-from analysis.phases import classify, default_thresholds
+from analysis.studies.embed import read_embeddings
+from analysis.taxonomy.phases import classify, default_thresholds
 from dashboard.charts import PHASE_COLOURS
 from dashboard.picker import current_zoo, load_cells
 from dashboard.widgets import downloads, image_config, open_cell
@@ -16,7 +16,7 @@ spec, cat = zoo.spec, zoo.catalog
 st.title(f"Weight space: {zoo.name}")
 emb = read_embeddings(zoo.root)
 if emb.is_empty():
-    st.warning("No embeddings for this zoo yet: run `python -m analysis.embed <zoo>` (PCA and UMAP of the weights).")
+    st.warning("No embeddings for this zoo yet: run `python -m analysis.studies.embed <zoo>` (PCA and UMAP of the weights).")
     st.stop()
 c1, c2, c3 = st.columns(3)
 epochs = sorted(emb["epoch"].unique())

@@ -1,0 +1,129 @@
+"""Weight-space embeddings: PCA and UMAP of a zoo's weights, one 2-D map per stored epoch.
+
+    python -m analysis.studies.embed data/zoos/mnist1d-mlp [--epochs 150,300] [--methods pca,umap]
+
+Each model is its flattened parameters (BatchNorm statistics excluded), zero-padded to the widest model
+of the zoo exactly as the batched trainer pads them (data.training.train.stack_padded): a narrower model is the
+wider one with its extra units switched off, so padded models share one space. PCA (scikit-learn) gives
+the linear view; UMAP (McInnes, Healy & Melville 2018; umap-learn) runs on the first 50 principal
+components, seeded. The result is written to <zoo>/embeddings.parquet; the dashboard never fits on a rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from data.zoo.paths import read_parquet  # a regular file of bounded size, never a FIFO
+from data.zoo.schema import EMBEDDINGS
+from data.zoo.store import Zoo, ZooError, atomic_write, writer_lock
+
+EMBEDDINGS_FILE = "embeddings.parquet"
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def weights_only(state: dict) -> dict:
+    """A state dict without its BatchNorm statistics: the embedded space is the parameters'."""
+    return {k: v for k, v in state.items() if not k.endswith(BUFFERS)}
+
+
+def padded_shapes(states) -> dict[str, tuple[int, ...]]:
+    """Per tensor, the largest shape over the models: the common space they are zero-padded into."""
+    return {k: tuple(max(d) for d in zip(*(s[k].shape for s in states))) for k in states[0]}
+
+
+def flatten_padded(state: dict, shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
+    """One model's parameters zero-padded at each tensor's trailing end to `shapes` (as
+    data.training.train.stack_padded pads them) and flattened, in `shapes`' key order. [sum of prod(shape)]"""
+    if set(state) != set(shapes):
+        raise ValueError(f"keys differ from the zoo's: {sorted(set(state) ^ set(shapes))[:3]}")
+    too_big = [k for k in shapes if any(a > b for a, b in zip(state[k].shape, shapes[k]))]
+    if too_big:
+        raise ValueError(f"{too_big[0]} {tuple(state[too_big[0]].shape)} is larger than any zoo model's "
+                         f"{shapes[too_big[0]]}: it has no place in the zoo's weight space")
+    parts = []
+    for k, shape in shapes.items():
+        padded = torch.zeros(shape, dtype=torch.float64)
+        padded[tuple(slice(0, d) for d in state[k].shape)] = state[k].detach().cpu()
+        parts.append(padded.reshape(-1).numpy())
+    return np.concatenate(parts)
+
+
+def weight_matrix(zoo: Zoo, epoch: int) -> tuple[list[str], np.ndarray, dict[str, tuple[int, ...]]]:
+    """(model ids, [models, features], padded shapes) of the checkpoints stored at `epoch`."""
+    ids = sorted(zoo.checkpoints().filter(pl.col("epoch") == epoch)["model_id"].unique())
+    if len(ids) < 3:
+        raise ZooError(f"{zoo.name}: {len(ids)} checkpoint(s) at epoch {epoch}; an embedding needs at least 3")
+    states = [weights_only(zoo.load_state_dict(m, epoch)) for m in ids]
+    shapes = padded_shapes(states)
+    return ids, np.stack([flatten_padded(s, shapes) for s in states]), shapes
+
+
+def embed(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """[n, 2] coordinates by `pca` or `umap` (on at most 50 principal components)."""
+    from sklearn.decomposition import PCA
+
+    n = len(features)
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(features)
+    if method == "umap":
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".numba_cache"))
+        import umap
+
+        reduced = PCA(n_components=min(50, n - 1), random_state=seed).fit_transform(features)
+        return umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1).fit_transform(reduced)
+    raise ValueError(f"unknown embedding method {method!r}; available: pca, umap")
+
+
+def embed_zoo(root: str | Path, epochs: Sequence[int] | None = None, methods: Sequence[str] = ("pca", "umap"),
+              progress: bool = True) -> pl.DataFrame:
+    zoo = Zoo.open(root)
+    stored = sorted(zoo.checkpoints()["epoch"].unique())
+    epochs = list(epochs) if epochs else stored
+    missing = [e for e in epochs if e not in stored]
+    if missing:
+        raise ZooError(f"{zoo.name}: no checkpoints at epoch(s) {missing}; stored: {stored}")
+    frames = []
+    for epoch in tqdm(epochs, desc=f"{zoo.name} embeddings", disable=not progress, file=sys.stderr):
+        ids, features, _ = weight_matrix(zoo, epoch)
+        for method in methods:
+            xy = embed(features, method)
+            frames.append(pl.DataFrame({"model_id": ids, "epoch": [epoch] * len(ids), "method": [method] * len(ids),
+                                        "x": xy[:, 0].astype(float), "y": xy[:, 1].astype(float)}))
+    table = EMBEDDINGS.validate(pl.concat(frames).sort("method", "epoch", "model_id"))
+    with writer_lock(zoo.root):
+        atomic_write(zoo.root / EMBEDDINGS_FILE, lambda tmp: table.write_parquet(tmp))
+    return table
+
+
+def read_embeddings(root: str | Path) -> pl.DataFrame:
+    path = Path(root) / EMBEDDINGS_FILE
+    return EMBEDDINGS.validate(read_parquet(path)) if path.exists() else EMBEDDINGS.empty()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.studies.embed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("zoo")
+    ap.add_argument("--epochs", default="", help="comma-separated stored epochs (default: all stored)")
+    ap.add_argument("--methods", default="pca,umap", help="comma-separated: pca, umap")
+    args = ap.parse_args(argv)
+    try:
+        table = embed_zoo(args.zoo, [int(e) for e in args.epochs.split(",") if e],
+                          [m for m in args.methods.split(",") if m])
+    except (ZooError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.zoo}: {table.height} embedded points ({', '.join(sorted(table['method'].unique()))}) "
+          f"-> {EMBEDDINGS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

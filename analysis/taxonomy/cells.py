@@ -1,0 +1,136 @@
+"""Per-cell views of a catalog: one row per (load, temperature) grid cell, aggregated over seeds.
+
+Per-seed values stay in the catalog; these frames aggregate for display (mean, spread, count).
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from data.zoo.spec import ZooSpec
+
+
+def cell_stats(catalog: pl.DataFrame, spec: ZooSpec, epoch: int, column: str) -> pl.DataFrame:
+    """Seed statistics of `column` at `epoch` for every cell of the load × temperature plane.
+
+    Knobs other than the two axes (if a grid has more) are pooled with the seeds.
+    Returns columns: <load knob>, <temperature knob>, mean, std, min, max, n_seeds.
+    """
+    axes = [spec.load.knob, spec.temperature.knob]
+    if column not in catalog.columns:
+        raise KeyError(f"catalog has no column {column!r}; columns: {catalog.columns}")
+    at = catalog.filter(pl.col("epoch") == epoch)
+    return (at.group_by(axes)
+            .agg(mean=pl.col(column).mean(), std=pl.col(column).std(), min=pl.col(column).min(),
+                 max=pl.col(column).max(), n_seeds=pl.len())
+            .sort(axes))
+
+
+def coverage(catalog: pl.DataFrame, spec: ZooSpec) -> pl.DataFrame:
+    """Models present per cell against the number the spec asks for (full grid, zeros included)."""
+    axes = [spec.load.knob, spec.temperature.knob]
+    expected = spec.n_models // (len(spec.grid[axes[0]]) * len(spec.grid[axes[1]]))
+    full = pl.DataFrame({axes[0]: list(spec.grid[axes[0]])}, schema={axes[0]: spec.knob_dtypes[axes[0]]}).join(
+        pl.DataFrame({axes[1]: list(spec.grid[axes[1]])}, schema={axes[1]: spec.knob_dtypes[axes[1]]}), how="cross")
+    present = catalog.group_by(axes).agg(n_models=pl.col("model_id").n_unique())
+    return (full.join(present, on=axes, how="left")
+            .with_columns(pl.col("n_models").fill_null(0).cast(pl.Int64), expected=pl.lit(expected, pl.Int64))
+            .sort(axes))
+
+
+# The per-model scalars the taxonomy uses: quantity -> candidate (output name, split, coord) rows of
+# metrics.parquet, the first one a model has wins (e.g. the exact Hessian trace where it exists, else a
+# stochastic one; imported zoos carry PyHessian's Hutchinson traces). Hessian quantities are aggregated as
+# ln(seed mean) (PTMZ's convention); the rest as seed/pair means.
+CELL_QUANTITIES = {
+    "train_loss": [("train_loss", "train", None)],
+    "test_acc": [("test_acc", "test", None)],
+    "hessian_trace": [("hessian_trace_exact", "train", None), ("hessian_trace_hutchpp", "train", None),
+                      ("hessian_trace_hutchinson", "train", None)],
+    "hessian_top_eigenvalue": [("hessian_top_eigenvalue", "train", 1.0)],
+    "mc": [("mc_bezier", "train", None)],
+    "mc_linear": [("mc_linear", "train", None)],
+    "cka": [("cka_logits_test", "test", None)],
+}
+LOG_MEAN = frozenset({"hessian_trace", "hessian_top_eigenvalue"})
+
+
+def unit_values(rows: pl.DataFrame, quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
+    """quantity, model_id, other_id, value from metrics-schema rows (one epoch): model-level rows only
+    (layer = null), failed rows dropped, for each quantity the first candidate a model has."""
+    ok = rows.filter(pl.col("layer").is_null() & pl.col("error").is_null())
+    frames = []
+    for name, candidates in quantities.items():
+        found = pl.DataFrame(schema={"model_id": pl.String, "other_id": pl.String, "value": pl.Float64})
+        for metric, split, coord in candidates:
+            q = ok.filter((pl.col("metric") == metric)
+                          & (pl.col("split") == split if split is not None else pl.col("split").is_null())
+                          & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
+            q = q.select("model_id", "other_id", "value").join(found, on="model_id", how="anti")
+            found = pl.concat([found, q])
+        frames.append(found.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
+    return pl.concat(frames)
+
+
+def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+                    quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
+    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
+
+    This is the per-seed view behind every cell aggregate.
+    """
+    axes = [spec.load.knob, spec.temperature.knob]
+    knobs = catalog.select("model_id", *axes).unique()
+    units = unit_values(metrics.filter(pl.col("epoch") == epoch), quantities)
+    return units.join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
+
+
+def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+               quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
+    """One row per grid cell: each quantity's aggregate (ln of the seed mean for Hessian quantities, the
+    mean otherwise) and its spread over seeds or seed pairs (<q>_std, <q>_min, <q>_max, <q>_n).
+    Cells of the full grid without a value get nulls."""
+    axes = [spec.load.knob, spec.temperature.knob]
+    units = per_unit_values(metrics, catalog, spec, epoch, quantities)
+    table = coverage(catalog, spec).select(*axes)
+    for name in quantities:
+        v = pl.col("value")
+        agg = units.filter(pl.col("quantity") == name).group_by(axes).agg(
+            (v.mean().log() if name in LOG_MEAN else v.mean()).alias(name),
+            v.std().alias(f"{name}_std"), v.min().alias(f"{name}_min"), v.max().alias(f"{name}_max"),
+            pl.len().cast(pl.Int64).alias(f"{name}_n"))
+        table = table.join(agg, on=axes, how="left")
+    return table.sort(axes)
+
+
+def cell_models(catalog: pl.DataFrame, spec: ZooSpec, load_value, temperature_value) -> list[str]:
+    """The model ids (seeds, and any pooled knobs) of one grid cell, sorted."""
+    return sorted(catalog.filter((pl.col(spec.load.knob) == load_value)
+                                 & (pl.col(spec.temperature.knob) == temperature_value))["model_id"].unique())
+
+
+def cell_label(spec: ZooSpec, load_value, temperature_value) -> str:
+    return f"{spec.load.knob}={load_value} · {spec.temperature.knob}={temperature_value}"
+
+
+def scalar_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The (metric, split) pairs with one model-level value per model or pair (no layer, no curve), plus the
+    top Hessian eigenvalue (coord = rank 1): what a per-cell heatmap can show."""
+    ok = metrics.filter(pl.col("layer").is_null() & pl.col("error").is_null()
+                        & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue")
+                                                        & (pl.col("coord") == 1.0))))
+    return ok.select("metric", "split", "coord").unique().sort("metric", "split", nulls_last=True)
+
+
+def metric_cells(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int, metric: str,
+                 split: str | None, coord: float | None = None, how: str = "mean",
+                 log_mean: bool = False) -> pl.DataFrame:
+    """One metric per cell: <load>, <temperature>, value, n_seeds. `how` is mean, min, max or `seed N` (that
+    seed only); with `log_mean` the mean is ln(mean) (PTMZ's convention for Hessian quantities)."""
+    axes = [spec.load.knob, spec.temperature.knob]
+    units = per_unit_values(metrics, catalog, spec, epoch, {"v": [(metric, split, coord)]})
+    if how.startswith("seed "):
+        seeds = catalog.select("model_id", "seed").unique()
+        units = units.join(seeds, on="model_id").filter(pl.col("seed") == int(how.split()[1]))
+        how = "mean"
+    v = pl.col("value")
+    agg = {"mean": v.mean().log() if log_mean else v.mean(), "min": v.min(), "max": v.max()}[how]
+    return units.group_by(axes).agg(agg.alias("value"), pl.len().cast(pl.Int64).alias("n_seeds")).sort(axes)

@@ -1,0 +1,1 @@
+"""Importers of published zoos into the zoo format."""

@@ -1,0 +1,1 @@
+"""Architectures: the registry of width-scalable networks and their building blocks."""

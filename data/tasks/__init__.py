@@ -1,0 +1,1 @@
+"""Offline tasks (generated locally, nothing downloads) and their training objectives."""
