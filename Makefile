@@ -1,29 +1,44 @@
 # PhaseZoo. Two commands do all set-up on a fresh machine:
-#   make run    create .venv if missing, install requirements.txt, serve the dashboard on the default zoo
-#   make test   the same set-up, then the whole test suite
+#   make run    create .venv if missing, install requirements.txt and the project (the `phasezoo` command),
+#               serve the dashboard on the default zoo
+#   make test   the same set-up, then the linter and the whole test suite (`make test-fast`: under a minute)
 PY      ?= python3
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
+PHASEZOO := $(VENV)/bin/phasezoo
 PORT    ?= 8501
 STAMP   := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test chromium zoo zoos metrics phases embeddings downstream bench screenshots clean-venv
+.PHONY: run test test-fast lint reference chromium zoo zoos metrics phases embeddings downstream bench screenshots \
+	clean-venv
 
-$(STAMP): requirements.txt
+# The project is installed editable (pyproject.toml): `import analysis` works from anywhere and .venv/bin/phasezoo
+# exists. --no-build-isolation: built with the venv's own setuptools (requirements.txt), no download.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# MALLOC_ARENA_MAX=2: Streamlit runs each script run in a new thread, and glibc's per-thread arenas kept
-# the freed memory of every run (docs/serving.md).
+# `phasezoo dashboard` sets MALLOC_ARENA_MAX=2 unless it is set (docs/serving.md).
 run: $(STAMP)
-	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} $(PYTHON) -m streamlit run dashboard/app.py --server.headless true --server.port $(PORT)
+	$(PHASEZOO) dashboard --port $(PORT)
 
-test: $(STAMP) chromium
+test: $(STAMP) lint chromium
 	$(PYTHON) -m pytest -q
+
+# The part a contributor runs after each change: no test marked slow (≳ 3 s) or browser (pyproject.toml).
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow and not browser"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# docs/cli.md: every command's --help and the metric table, from the code (tests/test_cli.py checks it).
+reference: $(STAMP)
+	$(PHASEZOO) reference --write
 
 # Debian's Chromium for the browser tests and screenshots (Playwright cannot download its own here).
 chromium:
@@ -39,27 +54,25 @@ LANDSCAPE ?= performance,weights,hessian*,cka_*,mc_*,grokking
 
 # Train a zoo (resumable: rerun after an interruption).
 zoo: $(STAMP)
-	$(PYTHON) -m data.generate data/specs/$(ZOO).toml --out data/zoos/$(ZOO)
+	$(PHASEZOO) generate data/specs/$(ZOO).toml --out data/zoos/$(ZOO)
 
 # The landscape metrics over a zoo's analysis epochs (resumable; `make downstream` adds the rest).
 # Metrics that do not apply to a zoo's task kind or architecture are skipped.
 metrics: $(STAMP)
-	$(PYTHON) -m analysis.run data/zoos/$(ZOO) --metrics '$(LANDSCAPE)'
+	$(PHASEZOO) run data/zoos/$(ZOO) --metrics '$(LANDSCAPE)'
 
 # Phase labels at the analysis epochs (writes data/zoos/$(ZOO)/phases.parquet).
 phases: $(STAMP)
-	$(PYTHON) -m analysis.phases --zoo data/zoos/$(ZOO)
+	$(PHASEZOO) phases --zoo data/zoos/$(ZOO)
 
 # PCA and UMAP of the weights at every stored epoch (writes embeddings.parquet).
 embeddings: $(STAMP)
-	$(PYTHON) -m analysis.embed data/zoos/$(ZOO)
+	$(PHASEZOO) embed data/zoos/$(ZOO)
 
 # The downstream studies at the last analysis epoch (resumable), phase ensembles, and the findings re-tested
 # (classification and sequence zoos; a regression zoo has no class probabilities to ensemble).
 downstream: $(STAMP)
-	$(PYTHON) -m analysis.run data/zoos/$(ZOO) --metrics 'ensemble,average_*,transfer,prune' --epochs last
-	$(PYTHON) -m analysis.phase_ensembles data/zoos/$(ZOO)
-	$(PYTHON) -m analysis.findings data/zoos/$(ZOO)
+	$(PHASEZOO) downstream data/zoos/$(ZOO)
 
 # Every committed zoo from scratch-or-resume: train, landscape metrics, phases, embeddings, downstream.
 # A metric that fails on some model is stored as an error row and reported (exit status 1), not fatal here:

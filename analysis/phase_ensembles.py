@@ -1,4 +1,4 @@
-"""`python -m analysis.phase_ensembles` = `phasezoo phase-ensembles` (kept for scripts and notes written before the CLI).
+"""`python -m analysis.phase_ensembles` = `phasezoo ensembles` (kept for scripts and notes written before the CLI).
 
 The implementation is `analysis.studies.phase_ensembles`; this module only runs its `main` as a command.
 """
@@ -7,4 +7,4 @@ if __name__ == "__main__":
 
     from analysis.studies.phase_ensembles import main
 
-    sys.exit(main())
+    sys.exit(main(prog="python -m analysis.phase_ensembles"))

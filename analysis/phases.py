@@ -7,4 +7,4 @@ if __name__ == "__main__":
 
     from analysis.taxonomy.phases import main
 
-    sys.exit(main())
+    sys.exit(main(prog="python -m analysis.phases"))

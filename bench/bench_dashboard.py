@@ -12,20 +12,18 @@ Targets: first phase map ≤ 3 s; reruns ≤ 0.5 s on the default zoo, ≤ 1 s o
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+
+from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from data.zoo.schema import CATALOG, METRICS
+from data.zoo.spec_builder import mnist1d_width_batch
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-
-from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
-from data.zoo.schema import CATALOG, METRICS  # noqa: E402
-
 APP = str(ROOT / "dashboard" / "app.py")
 
 
@@ -34,25 +32,9 @@ def synthetic_zoo(root: Path, widths=10, batches=10, seeds=10, epochs=99, esd_po
     w = [2 ** i for i in range(1, widths + 1)]
     b = [2 ** i for i in range(3, 3 + batches)]
     root.mkdir(parents=True)
-    (root / "spec.toml").write_text(f'''name = "synthetic"
-task = "mnist1d"
-arch = "mlp"
-seeds = {list(range(seeds))}
-[training]
-epochs = {epochs}
-lr = 0.05
-batch_size = 32
-analysis_epochs = [{epochs // 2}, {epochs}]
-[grid]
-width = {w}
-batch_size = {b}
-[axes.load]
-knob = "width"
-increases = false
-[axes.temperature]
-knob = "batch_size"
-increases = false
-''')
+    training = {"epochs": epochs, "lr": 0.05, "batch_size": 32, "analysis_epochs": [epochs // 2, epochs]}
+    mnist1d_width_batch("synthetic", widths=w, batch_sizes=b, seeds=range(seeds), training=training).write(
+        root / "spec.toml")
     rng = np.random.default_rng(0)
     ids = [(f"width{x:04d}-batch_size{y:04d}-s{s}", x, y, s) for x in w for y in b for s in range(seeds)]
     n = len(ids) * (epochs + 1)

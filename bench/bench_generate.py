@@ -22,36 +22,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from data.models.archs import build_model  # noqa: E402
 from data.training.generate import generate  # noqa: E402
-from data.zoo.store import Zoo  # noqa: E402
 from data.training.train import TrainConfig, train_one  # noqa: E402
+from data.zoo.spec_builder import SpecDraft  # noqa: E402
+from data.zoo.store import Zoo  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "specs" / "mnist1d-mlp.toml"
 
 
 def spec_text(epochs: int, widths: list[int] | None) -> str:
-    lines = []
-    for line in SPEC.read_text().splitlines():
-        if line.startswith("epochs ="):
-            line = f"epochs = {epochs}"
-        elif line.startswith("analysis_epochs"):
-            line = f"analysis_epochs = [{epochs}]"
-        elif line.startswith("width = [") and widths:
-            line = f"width = {widths}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    """The default zoo's spec cut to `epochs` (also its one analysis epoch) and, if given, to these widths;
+    of its checkpoint epochs only those within the shorter run are kept (the others fail the spec check)."""
+    default = SpecDraft.from_toml(SPEC.read_text())
+    kept = [e for e in default.training.get("checkpoint_epochs", []) if e <= epochs]
+    return default.merged(training={"epochs": epochs, "analysis_epochs": [epochs], "checkpoint_epochs": kept},
+                          grid={"width": widths} if widths else {}).toml()
 
 
 def side_by_side(tmp: Path, name: str, text: str, workers: int) -> tuple[Zoo, Zoo]:

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from analysis.metrics.definitions import probe_set  # noqa: E402
-from analysis.kernels.hessian import HessianOperator  # noqa: E402
-from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace  # noqa: E402
-from analysis.kernels.spectral import hutchpp, lanczos_topk  # noqa: E402
-from data.zoo.store import Zoo  # noqa: E402
+from analysis.kernels.hessian import HessianOperator
+from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
+from analysis.kernels.spectral import hutchpp, lanczos_topk
+from analysis.metrics.definitions import probe_set
+from data.zoo.store import Zoo
 
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoos" / "mnist1d-mlp"
 
@@ -71,7 +68,7 @@ def main() -> None:
         v = torch.randn(H.n, dtype=torch.float64)
         _, t_hvp = timed(lambda: [H.matvec(v) for _ in range(20)], 1)
     ours_err = abs(ours_eig.values[0].item() - ref) / abs(ref)
-    if is_relu_mlp(model):  # exact, from C backward passes (analysis/relu_trace.py)
+    if is_relu_mlp(model):  # exact, from C backward passes (analysis/kernels/relu_trace.py)
         relu_mlp_hessian_trace(model, x)  # warm-up, as the HVPs were warmed up by the reference run
         exact, t_ours_tr = timed(lambda: relu_mlp_hessian_trace(model, x))
     else:

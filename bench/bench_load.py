@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.server import Server, Session, dashboard_server
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dashboard.server import Server, Session, dashboard_server  # noqa: E402
-
 ZOO = ROOT / "data" / "zoos" / "mnist1d-mlp"
 MODEL = "width008-batch_size0256-s1"  # a small model: the load test's uploads must fit its time budget
 PAGES = ("overview", "phases", "cell", "spectra", "weights", "upload", "compare", "downstream")

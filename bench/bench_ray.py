@@ -2,49 +2,26 @@
 generated and its metrics computed with the local process pool and with a local Ray, each on 1 and 2
 workers (CPUs). Prints models/min and tasks/min and the ratios to one local worker (a local Ray's start-up,
 printed apart, is not in them; the pool's start-up is); also one ResNet-18 training step on this CPU, for
-the worked estimate of a published-size zoo (README).
+the worked estimate of a published-size zoo (docs/scale-out.md).
 
     python bench/bench_ray.py
 """
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data.zoo.spec_builder import mnist1d_width_batch
 
-SPEC = """
-name = "bench-ray"
-task = "mnist1d"
-arch = "cnn1d"
-seeds = [0, 1, 2]
-[task_params]
-n_train = 1000
-label_noise = 0.1
-[arch_params]
-depth = 2
-[training]
-epochs = 40
-lr = 0.05
-momentum = 0.9
-batch_size = 64
-analysis_epochs = [40]
-[grid]
-width = [8, 16]
-batch_size = [32, 64, 128, 256]
-[axes.load]
-knob = "width"
-increases = false
-[axes.temperature]
-knob = "batch_size"
-increases = false
-[metrics.mc_bezier]
-epochs = 20
-"""
+# 3 seeds × 2 widths × 4 batch sizes of small 1-D CNNs, 40 epochs; mode connectivity's Bézier curves trained
+# for 20 epochs each
+SPEC = mnist1d_width_batch(
+    "bench-ray", arch="cnn1d", widths=(8, 16), batch_sizes=(32, 64, 128, 256), seeds=(0, 1, 2),
+    task_params={"n_train": 1000, "label_noise": 0.1}, arch_params={"depth": 2},
+    training={"epochs": 40, "lr": 0.05, "momentum": 0.9, "batch_size": 64, "analysis_epochs": [40]},
+    metrics={"mc_bezier": {"epochs": 20}})
 METRICS = ["performance", "weights", "cka_logits_test", "mc_linear", "mc_bezier"]
 
 
@@ -96,7 +73,7 @@ def main() -> None:
 
     logging.disable(logging.INFO)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    (tmp / "spec.toml").write_text(SPEC)
+    SPEC.write(tmp / "spec.toml")
     rows = []
     try:
         for kind in ("local", "ray"):

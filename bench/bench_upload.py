@@ -8,7 +8,7 @@
    - backend: what the dashboard does, with its warm 2-process worker pool and the zoo's tables already
      read by an earlier upload (median of 3);
    - in-process: the same analysis without workers (median of 3), side by side: the pool's speed-up;
-   - cold CLI: `python -m analysis.upload.verdict FILE --no-cache` in a fresh process (imports, zoo tables and
+   - cold CLI: `phasezoo verdict FILE --no-cache` in a fresh process (imports, zoo tables and
      worker start-up included; one run).
 2. The data-free report of a 10.6M-parameter state dict (four 1582×1582 layers and a 256×256×3×3
    convolution; 42 MB of safetensors) through the same entry point: read, checks, recognition (no zoo
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -70,8 +69,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "analysis.upload.verdict", str(path), "--zoo", str(ZOO), "--no-cache",
                         "--quiet"], cwd=ROOT, check=True, capture_output=True)
         cold = time.perf_counter() - t
-        assert isinstance(report, Report) and report.rule["n_pairs"] == 3, report
-        print(f"  {m:30s} {report.rule['phase']:>5s}   {warm:18.2f}  {single:10.2f}  {single / warm:7.2f}×  "
+        assert isinstance(report, Report) and report.rule.n_pairs == 3, report
+        print(f"  {m:30s} {report.rule.phase:>5s}   {warm:18.2f}  {single:10.2f}  {single / warm:7.2f}×  "
               f"{cold:8.2f}")
     pool.shutdown()
 

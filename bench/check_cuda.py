@@ -19,39 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import polars as pl
+import torch
 
-import polars as pl  # noqa: E402
-import torch  # noqa: E402
+from data.zoo.spec_builder import tiny_mlp_spec
 
-SPEC = """
-name = "cuda-check"
-description = "a small zoo for the CUDA check"
-task = "mnist1d"
-arch = "mlp"
-seeds = [0, 1]
-[task_params]
-n_train = 1000
-label_noise = 0.1
-[training]
-epochs = 20
-lr = 0.05
-momentum = 0.9
-weight_decay = 5e-4
-batch_size = 32
-checkpoint_epochs = [10]
-analysis_epochs = [20]
-[grid]
-width = [8, 32, 128]
-batch_size = [16, 128]
-[axes.load]
-knob = "width"
-increases = false
-[axes.temperature]
-knob = "batch_size"
-increases = false
-"""
+# The tiny test zoo grown to 3 widths × 2 batch sizes × 2 seeds of 20 epochs on 1,000 examples
+SPEC = tiny_mlp_spec(n_train=1000, epochs=20, checkpoint_epochs=(10,), analysis_epochs=(20,), widths=(8, 32, 128),
+                     batch_sizes=(16, 128)).replace(name="cuda-check", description="a small zoo for the CUDA check")
 # metric -> (relative tolerance, absolute tolerance) between devices on the same weights
 TOLERANCE = {"mc_bezier": (0.0, 3.0), "mc_bezier_error": (0.0, 3.0), "mc_bezier_loss": (0.1, 0.05),
              "mc_bezier_endpoint_dominated": (0.0, 1.0), "hessian_esd": (0.05, 1e-3)}
@@ -73,8 +48,7 @@ def main(argv=None) -> int:
         return 2
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     work = Path(tempfile.mkdtemp())
-    spec = work / "spec.toml"
-    spec.write_text(SPEC)
+    spec = SPEC.write(work / "spec.toml")
     ok = True
     zoos = {}
     for dev in ("cpu", "cuda"):
@@ -131,9 +105,9 @@ def main(argv=None) -> int:
         pool.shutdown()
         assert isinstance(r, Report), r
         verdicts[dev] = r
-        print(f"verdict on {dev}: {r.rule['phase']} (mc {r.rule['mc']:.3g}, CKA {r.rule['cka']:.3g}), "
-              f"classifier {r.classifier['phase']}, {time.perf_counter() - t:.1f} s")
-    ok &= verdicts["cpu"].rule["phase"] == verdicts["cuda"].rule["phase"]
+        print(f"verdict on {dev}: {r.rule.phase} (mc {r.rule.mc:.3g}, CKA {r.rule.cka:.3g}), "
+              f"classifier {r.classifier.phase}, {time.perf_counter() - t:.1f} s")
+    ok &= verdicts["cpu"].rule.phase == verdicts["cuda"].rule.phase
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         diffs.write_parquet(args.out / "cuda_metric_diffs.parquet")

@@ -21,11 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from tests.test_trace_coverage import flat, outliers, relu_net  # noqa: E402  (the coverage test's matrices)
 
 ZOO, MODEL, EPOCH = ROOT / "data" / "zoos" / "mnist1d-mlp", "width008-batch_size0256-s1", 300
 
@@ -37,8 +34,10 @@ def dense(matvec, n: int) -> torch.Tensor:
 
 def matrices(with_zoo: bool) -> dict[str, torch.Tensor]:
     from analysis.kernels.hessian import HessianOperator, dense_hessian, parameter_groups
-    model, x, y = relu_net()
-    out = {"flat (n=200)": flat(), "outliers (n=300)": outliers(), "relu_net (n=334)": dense_hessian(model, x, y)}
+    test = module_at("test_trace_coverage", ROOT / "tests" / "test_trace_coverage.py")  # the test's matrices
+    model, x, y = test.relu_net()
+    out = {"flat (n=200)": test.flat(), "outliers (n=300)": test.outliers(),
+           "relu_net (n=334)": dense_hessian(model, x, y)}
     if with_zoo:
         from analysis.metrics.definitions import probe_set
         from data.zoo.store import Zoo
@@ -67,28 +66,34 @@ def coverage(estimate, A: torch.Tensor, seeds: int) -> dict[str, float]:
             "matvecs": mv / seeds, "exact": n_exact}
 
 
+def module_at(name: str, path: str | Path):
+    """The module in this file, imported by its path: a baseline spectral.py, or the coverage test (tests/ is
+    not an installed package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load_spectral(path: str | None):
     if path is None:
         import analysis.kernels.spectral as mod
         return mod
-    spec = importlib.util.spec_from_file_location("baseline_spectral", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return module_at("baseline_spectral", path)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 seeds, synthetic matrices only (~1 min)")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--baseline", default=None, help="measure this spectral.py instead of analysis/spectral.py")
+    ap.add_argument("--baseline", default=None, help="measure this spectral.py instead of analysis/kernels/spectral.py")
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = args.seeds or (100 if args.quick else 300)
     sp = load_spectral(args.baseline)
     estimators = {"hutchpp (sketch 10, rtol 0.02)": lambda mv, n, s: sp.hutchpp(mv, n, sketch=10, rtol=0.02, seed=s),
                   "hutchinson (30 probes)": lambda mv, n, s: sp.hutchinson(mv, n, 30, seed=s)}
-    print(f"{args.baseline or 'analysis/spectral.py'}, {seeds} seeds")
+    print(f"{args.baseline or 'analysis/kernels/spectral.py'}, {seeds} seeds")
     print(f"{'matrix':48s} {'estimator':32s} {'z std':>6s} {'|z|>2':>6s} {'matvecs':>8s} {'exact':>5s}")
     t0 = time.perf_counter()
     for name, A in matrices(not args.quick).items():

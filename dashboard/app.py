@@ -1,17 +1,16 @@
-"""PhaseZoo dashboard. Run from the repository root:  python -m streamlit run dashboard/app.py"""
-import sys
+"""PhaseZoo dashboard: `phasezoo dashboard` (= `make run`), or `python -m streamlit run dashboard/app.py`.
+
+`streamlit run` puts dashboard/ first on sys.path, not the repository root; `dashboard`, `analysis` and `data`
+import because the project is installed (editable, by the Makefile's set-up step).
+"""
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ first on sys.path, not the repo root
-    sys.path.insert(0, str(ROOT))
+import pandas  # noqa: F401  (imported once here: sessions racing to a lazy first import saw it half-initialised)
+import streamlit as st
 
-import pandas  # noqa: E402,F401  (imported once here: sessions racing to a lazy first import saw it half-initialised)
-import streamlit as st  # noqa: E402
-
-from dashboard.admission import shared as serving  # noqa: E402
-from dashboard.picker import pick_zoo  # noqa: E402
-from dashboard.widgets import pick_image_format  # noqa: E402
+from dashboard.admission import shared as serving
+from dashboard.picker import pick_zoo
+from dashboard.widgets import pick_image_format
 
 st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"

@@ -69,7 +69,7 @@ def dashboard_server(env: Mapping[str, str] | None = None, timeout: float = 90.0
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
                              "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                              *options],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **SERVER_ENV, **(env or {})},
+                            cwd=ROOT, env={**os.environ, **SERVER_ENV, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -212,7 +212,7 @@ class Session:
     def upload(self, uploader_id: str, files: Sequence[tuple[str, bytes]]) -> None:
         """Put files into the file uploader `uploader_id` (HTTP PUT of each, as the frontend does) and ask for
         the run that sees them; `wait()` collects it."""
-        from streamlit.proto.Common_pb2 import FileURLsRequest, FileUploaderState, UploadedFileInfo
+        from streamlit.proto.Common_pb2 import FileUploaderState, FileURLsRequest, UploadedFileInfo
         from streamlit.proto.WidgetStates_pb2 import WidgetState
         request = uuid.uuid4().hex
         self._send(file_urls_request=FileURLsRequest(request_id=request, file_names=[n for n, _ in files],

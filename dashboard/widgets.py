@@ -6,8 +6,19 @@ import io
 import polars as pl
 import streamlit as st
 
-from data.zoo.spec import ZooSpec
+from analysis.metrics.catalog import find_output
+from analysis.metrics.outputs import Output
+from analysis.taxonomy.cells import QUANTITIES
 from dashboard.charts import axis_orders
+from data.zoo.spec import ZooSpec
+
+
+def declared(name: str) -> Output:
+    """The declaration a view reads for a metric output, a published zoo's output or a taxonomy quantity (that
+    of its first candidate output); a name nobody declares (an ad-hoc import) gets a plain one."""
+    if name in QUANTITIES:
+        name = QUANTITIES[name].candidates[0][0]
+    return find_output(name) or Output(name, "")
 
 
 def pick_cell(spec: ZooSpec, key: str) -> tuple:

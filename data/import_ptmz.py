@@ -7,4 +7,4 @@ if __name__ == "__main__":
 
     from data.importers.ptmz import main
 
-    sys.exit(main())
+    sys.exit(main(prog="python -m data.import_ptmz"))

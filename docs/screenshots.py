@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots: serve the dashboard, open each page in headless Chromium.
+"""Regenerate the manual's screenshots (docs/*.png; docs/regenerate.md): serve the dashboard, open each page in headless Chromium.
 
     make screenshots      (installs Debian's chromium if it is missing)
 
@@ -6,15 +6,13 @@ Playwright drives Debian's /usr/bin/chromium (it cannot download its own browser
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
-from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # (url path, output file, number of Plotly charts to wait for, viewport height: the page scrolls inside
 # Streamlit's own container, so a full-page screenshot is the viewport)

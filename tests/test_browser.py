@@ -10,6 +10,7 @@ import pytest
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from tests.conftest import ROOT, code_running_pickle
 
+pytestmark = pytest.mark.browser
 SHOTS = ROOT / "runs" / "browser"
 PROBE = re.compile(r"/[^/]+/_stcore/(health|host-config)$")
 

@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 from analysis.studies.embed import read_embeddings
-from data.zoo.store import Zoo, builtin_zoos, read_metrics
 from data.tasks.builtin import TASKS
 from data.training.train import TrainConfig, scores
+from data.zoo.store import Zoo, builtin_zoos, read_metrics
 from tests.conftest import ROOT
 
 NEW = ("mnist1d-cnn", "convection-pinn", "modadd-transformer")
@@ -126,6 +126,7 @@ def test_all_committed_zoos_fit_the_budget():
     assert total < 150e6, f"committed zoos take {total / 1e6:.0f} MB (budget 150 MB)"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_recognised_by_its_own_zoo_among_all():
     """Shapes alone send each new zoo's checkpoint to its zoo (what the weights cannot show — the PINN's
     tanh, the transformer's heads — is taken from the zoo)."""
@@ -142,6 +143,7 @@ def test_a_checkpoint_is_recognised_by_its_own_zoo_among_all():
         assert dict(best.arch_params) == dict(zoo.configs[row["model_id"]].arch_params)
 
 
+@pytest.mark.slow
 def test_a_pinn_checkpoint_is_classified_on_its_cells_beta():
     """The upload pipeline on a regression zoo: a stored PINN gets its cell back (β from the identical zoo
     model, since weights cannot show it), and its rule verdict matches the stored label of that cell, which
@@ -154,10 +156,10 @@ def test_a_pinn_checkpoint_is_classified_on_its_cells_beta():
         "checkpoint"][0]
     [r] = V.analyse([path], [zoo], executor=None, cache=False)
     assert isinstance(r, V.Report), r
-    assert r.cell["beta"]["grid"] == 30.0 and r.cell["beta"]["source"] == "identical zoo model"
-    assert r.rule["train_loss"] == pytest.approx(
+    assert r.cell["beta"].grid == 30.0 and r.cell["beta"].source == "identical zoo model"
+    assert r.rule.train_loss == pytest.approx(
         cell_means(zoo, "train_loss").filter((pl.col("beta") == 30.0) & (pl.col("lr") == 1e-3))["value"][0],
         rel=0.5)  # this seed against its cell's mean: the same decade
     stored = pl.read_parquet(zoo.root / "phases.parquet").filter(
         (pl.col("epoch") == last(zoo)) & (pl.col("beta") == 30.0) & (pl.col("lr") == 1e-3))["phase"][0]
-    assert r.rule["phase"] == stored
+    assert r.rule.phase == stored

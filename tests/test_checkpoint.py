@@ -16,8 +16,14 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 import data.checkpoint.load as checkpoint
-from data.checkpoint.load import (DEFAULT_MAX_BYTES, SUFFIXES, CheckpointError, load_checkpoint, max_bytes,
-                             read_checkpoint)
+from data.checkpoint.load import (
+    DEFAULT_MAX_BYTES,
+    SUFFIXES,
+    CheckpointError,
+    load_checkpoint,
+    max_bytes,
+    read_checkpoint,
+)
 
 
 class RunsShell:

@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 import data.checkpoint.load as checkpoint
-from data.checkpoint.load import CheckpointError, load_checkpoint, read_checkpoint
 from data.checkpoint.declared import torch_failure
+from data.checkpoint.load import CheckpointError, load_checkpoint, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH_MB = 200  # each hostile file below declares 1-2.4 GB; the reader must refuse it using far less than that
@@ -134,7 +134,6 @@ MEMORY_SCRIPT = r"""
 import io, json, pickle, resource, struct, sys, zipfile
 import torch
 torch.set_num_threads(1)
-sys.path.insert(0, sys.argv[1])
 from tests.test_checkpoint_limits import Calls, torch_bytes
 from data.checkpoint.load import CheckpointError, read_checkpoint
 
@@ -164,7 +163,7 @@ def rss_mb(field):
         return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":")) / 1024
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-for case in sys.argv[2:]:
+for case in sys.argv[1:]:
     data = cases[case]()
     try:
         open("/proc/self/clear_refs", "w").write("5")  # peak := current, so each case is measured on its own
@@ -188,13 +187,15 @@ MEMORY_CASES = ("stride0", "stride0-legacy", "aliases", "views", "aliases-legacy
 @pytest.fixture(scope="module")
 def memory_results() -> dict[str, dict]:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PHASEZOO_MAX_CHECKPOINT_MB": "256"}
-    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(ROOT), *MEMORY_CASES], capture_output=True,
+    # cwd=ROOT: `python -c` puts the working directory first on sys.path, so the script imports `tests` too
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, *MEMORY_CASES], capture_output=True,
                          text=True, env=env, cwd=ROOT, timeout=600)
     results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
     assert set(results) == set(MEMORY_CASES), run.stderr[-2000:]
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MEMORY_CASES)
 def test_hostile_sizes_are_refused_with_bounded_memory(memory_results, case):
     result = memory_results[case]
@@ -202,6 +203,7 @@ def test_hostile_sizes_are_refused_with_bounded_memory(memory_results, case):
     assert result["growth_mb"] < MAX_GROWTH_MB, result
 
 
+@pytest.mark.slow
 def test_stride0_and_alias_messages_say_why(memory_results):
     assert memory_results["stride0"]["bytes"] < 4000
     for case in ("stride0", "stride0-legacy", "aliases", "views", "aliases-legacy"):

@@ -5,9 +5,9 @@ import urllib.request
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis.taxonomy.cells import cell_stats
 from dashboard.charts import axis_orders, grid_heatmap
 from dashboard.server import streamlit_server
-from analysis.taxonomy.cells import cell_stats
 from data.zoo.spec import parse_spec
 from data.zoo.store import Zoo, builtin_zoos
 from tests.conftest import DEFAULT_ZOO, ROOT, TINY_SPEC, code_running_pickle
@@ -180,6 +180,7 @@ def test_mean_esd_integrates_to_one():
     assert mean_esd(curves.filter(pl.lit(False))).is_empty()
 
 
+@pytest.mark.slow
 def test_downstream_page_on_the_default_zoo():
     """The findings with their verdicts, consistent vs crossing ensembles per phase, a result over the grid
     with its per-phase boxes, and the pruning and aligned-path curves per phase."""
@@ -211,8 +212,8 @@ def test_downstream_page_says_what_is_missing_and_shows_imported_results(tiny_zo
     at.switch_page("views/downstream.py").run()
     assert not at.exception and "No downstream results" in at.info[0].value
     # an imported published zoo carries WiSE-FT and git re-basin deltas: shown by phase
-    from tests.test_import_ptmz import LANDSCAPE, write_trial
     from data.importers.ptmz import import_zoo
+    from tests.test_import_ptmz import LANDSCAPE, write_trial
 
     src = tmp_path / "published"
     for width in (2, 4):
@@ -246,6 +247,7 @@ def test_weight_space_page(tiny_zoo, monkeypatch):
     assert not at.exception and "No embeddings" in at.warning[0].value
 
 
+@pytest.mark.slow
 def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, monkeypatch):
     """A zoo model is recognised, classified and starred on the map; a pickle that would run code, an empty
     file and a non-checkpoint are refused with their reason next to it, without a traceback."""
@@ -286,12 +288,13 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     assert any("alpha" in df.value.columns for df in at.dataframe)
 
 
+@pytest.mark.slow
 def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     """The built-in zoos beside an imported published zoo: a phase map each, the phase fractions of every
     grid, a shared metric's per-phase distribution in each zoo that has it; a zoo without labels and a bad
     path are named."""
-    from tests.test_import_ptmz import LANDSCAPE, write_trial
     from data.importers.ptmz import import_zoo
+    from tests.test_import_ptmz import LANDSCAPE, write_trial
 
     src = tmp_path / "published"
     for width in (2, 4):
@@ -322,8 +325,23 @@ def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     # test accuracy: every zoo but the regression one (the PINN has none)
     assert {t["name"] for t in by_phase["data"]} == set(names) - {"convection-pinn"}
     assert "test_acc" in by_phase["layout"]["title"]["text"]
+    # a Hessian quantity: each cell's value is ln of its seed mean, as its output declares
+    from analysis.metrics.outputs import LOG_MEAN
+    from analysis.taxonomy.cells import metric_cells
+    from data.zoo.store import read_metrics
+
+    at.selectbox(key="compare_metric").set_value(("hessian_top_eigenvalue", "train", 1.0)).run()
+    assert not at.exception, at.exception
+    by_phase = figures(at)[-1]
+    assert by_phase["layout"]["title"]["text"].startswith("ln hessian_top_eigenvalue")
+    mlp = Zoo.open(DEFAULT_ZOO)
+    expected = metric_cells(read_metrics(DEFAULT_ZOO), mlp.catalog, mlp.spec, max(mlp.spec.analysis_epochs),
+                            "hessian_top_eigenvalue", "train", 1.0, aggregate=LOG_MEAN)["value"]
+    shown = next(t for t in by_phase["data"] if t["name"] == "mnist1d-mlp")["y"]
+    assert sorted(array(shown)) == pytest.approx(sorted(expected))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zoo_name", ["mnist1d-cnn", "convection-pinn", "modadd-transformer"])
 def test_every_page_on_the_other_builtin_zoos(zoo_name, monkeypatch):
     """Each page renders each built-in zoo with content and no exception: a regression zoo shows its test MSE

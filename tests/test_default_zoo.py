@@ -2,8 +2,8 @@
 import polars as pl
 import pytest
 
-from data.zoo.store import Zoo
 from data.training.train import evaluate
+from data.zoo.store import Zoo
 from tests.conftest import DEFAULT_ZOO
 
 

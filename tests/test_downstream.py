@@ -12,17 +12,27 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.kernels.downstream import (accuracy, apply_masks, average_states, ensemble, fine_tune, head_name,
-                                 magnitude_masks, predict_proba, recalibrate_batchnorm, reset_head,
-                                 weight_matching)
+from analysis.kernels.downstream import (
+    accuracy,
+    apply_masks,
+    average_states,
+    ensemble,
+    fine_tune,
+    head_name,
+    magnitude_masks,
+    predict_proba,
+    recalibrate_batchnorm,
+    reset_head,
+    weight_matching,
+)
 from analysis.metrics.downstream import SPARSITIES, average_epochs, prune, transfer
-from analysis.studies.phase_ensembles import compare, draw_ensembles
-from analysis.taxonomy.phases import UNCLASSIFIED
 from analysis.metrics.registry import CELL, ModelInput
 from analysis.runner.run import resolve_metrics, run
+from analysis.studies.phase_ensembles import compare, draw_ensembles
+from analysis.taxonomy.phases import UNCLASSIFIED
 from data.models.archs import build_model
-from data.zoo.store import Zoo, read_metrics
 from data.tasks.builtin import load_task
+from data.zoo.store import Zoo, read_metrics
 
 DOWNSTREAM = ["ensemble", "average_epochs", "average_seeds", "average_aligned", "transfer", "prune"]
 LAST = 3  # the tiny zoo's last epoch (checkpoints at 0, 1, 2, 3)
@@ -459,6 +469,7 @@ def full_run(tiny_zoo, tmp_path_factory):
     return root, metrics, report, read_metrics(root)
 
 
+@pytest.mark.slow
 def test_runner_computes_every_downstream_metric(full_run):
     root, metrics, rep, table = full_run
     zoo = Zoo.open(root)
@@ -494,6 +505,7 @@ def test_runner_computes_every_downstream_metric(full_run):
     assert ens.group_by("model_id", "metric").len()["len"].max() == 1
 
 
+@pytest.mark.slow
 def test_runner_values_are_in_range_and_consistent(full_run):
     root, _, _, table = full_run
     zoo = Zoo.open(root)
@@ -553,6 +565,7 @@ def test_runner_values_are_in_range_and_consistent(full_run):
     assert one("average_aligned_acc_delta", "width64-batch_size16-s0")[0] == pytest.approx(acc - mean, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_runner_resumes(full_run):
     root, metrics, _, table = full_run
     again = run(root, metrics, [LAST], workers=1, progress=False)
@@ -575,6 +588,7 @@ def bad_run(tiny_zoo, tmp_path_factory):
     return root, report, read_metrics(root), gone
 
 
+@pytest.mark.slow
 def test_runner_one_seed_cell(bad_run):
     _, rep, table, _ = bad_run
     lone = "width04-batch_size64-s0"
@@ -593,6 +607,7 @@ def test_runner_one_seed_cell(bad_run):
     assert good.height == 4
 
 
+@pytest.mark.slow
 def test_runner_missing_checkpoint(bad_run):
     _, rep, table, gone = bad_run
     broken, partner = "width16-batch_size16-s1", "width16-batch_size16-s0"

@@ -17,6 +17,7 @@ def test_weight_matrix_pads_narrow_models(tiny_zoo):
     assert np.count_nonzero(X[narrow]) <= zoo.catalog.filter(pl.col("model_id") == ids[narrow])["n_params"][0]
 
 
+@pytest.mark.slow
 def test_pca_is_exact_and_umap_runs(tiny_zoo):
     _, X, _ = weight_matrix(Zoo.open(tiny_zoo), 3)
     xy = embed(X, "pca")

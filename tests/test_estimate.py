@@ -26,6 +26,7 @@ def test_generation_estimate_counts_every_step_and_trains_nothing(tiny_spec, tmp
     assert f"{spec.n_models} models × {spec.training['epochs']} epochs" in str(est)
 
 
+@pytest.mark.slow
 def test_metric_estimate_records_costs_and_its_rows_count_once(tiny_zoo, tmp_path):
     root, reference = tmp_path / "zoo", tmp_path / "reference"
     for d in (root, reference):

@@ -12,13 +12,13 @@ import pytest
 
 from data.training.generate import generate, plan_groups
 from data.zoo.spec import parse_spec
+from data.zoo.spec_builder import tiny_mlp_spec
 from data.zoo.store import CATALOG_FILE, Zoo
 from tests.conftest import ROOT, TINY_SPEC
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # Slower groups than the tiny zoo, so that a kill lands between them.
-RESUME_SPEC = TINY_SPEC.replace("n_train = 500", "n_train = 2000").replace("batch_size = [16, 64]",
-                                                                            "batch_size = [8, 16, 64]")
+RESUME_SPEC = tiny_mlp_spec(n_train=2000, batch_sizes=(8, 16, 64)).toml()
 
 
 def cli(*args, timeout=300):
@@ -65,6 +65,7 @@ def test_groups_pad_small_widths_together():
     assert all(len(g.configs) == 1 for g in plan_groups(spec, spec.models(), batched=False))
 
 
+@pytest.mark.slow
 def test_deterministic_across_runs(tiny_spec, tiny_zoo, tmp_path):
     generate(tiny_spec, tmp_path / "again", workers=1, progress=False)
     assert tree_digest(tmp_path / "again") == tree_digest(tiny_zoo)
@@ -77,6 +78,7 @@ def test_rerun_of_a_finished_zoo_trains_nothing(tiny_spec, tiny_zoo):
     assert tree_digest(tiny_zoo) == before
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     spec = tmp_path / "resume.toml"
     spec.write_text(RESUME_SPEC)
@@ -100,6 +102,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert tree_digest(killed) == tree_digest(clean)
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_nonzero_and_damage_nothing(tiny_zoo, tmp_path):
     before = tree_digest(tiny_zoo)
     bad = tmp_path / "bad.toml"
@@ -123,6 +126,7 @@ def test_bad_inputs_exit_nonzero_and_damage_nothing(tiny_zoo, tmp_path):
     assert r.returncode == 2 and "cannot write to output directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_catalog_is_reported_not_overwritten(tiny_spec, tmp_path):
     root = tmp_path / "z"
     root.mkdir()
@@ -133,6 +137,7 @@ def test_corrupt_catalog_is_reported_not_overwritten(tiny_spec, tmp_path):
     assert (root / CATALOG_FILE).read_bytes() == b"not parquet at all"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cuda:7"])
 def test_absent_cuda_is_a_clear_error(tiny_spec, tmp_path, device):
     import torch
@@ -149,8 +154,8 @@ def test_models_with_batchnorm_train_one_at_a_time(monkeypatch):
     from torch import nn
 
     from data.models.archs import ARCHS, ArchDef
-    from data.training.generate import train_group
     from data.params import positive
+    from data.training.generate import train_group
 
     class BNMLP(nn.Sequential):
         def __init__(self, input_shape, n_classes, width):
@@ -158,7 +163,7 @@ def test_models_with_batchnorm_train_one_at_a_time(monkeypatch):
                              nn.Linear(width, n_classes))
 
     monkeypatch.setitem(ARCHS, "bnmlp", ArchDef(BNMLP, {"width": positive(int)}, frozenset({"width"})))
-    spec = parse_spec(TINY_SPEC.replace('arch = "mlp"', 'arch = "bnmlp"').replace("depth = 2", ""))
+    spec = parse_spec(tiny_mlp_spec().replace(arch="bnmlp").merged(arch_params={"depth": None}).toml())
     configs = [c for c in spec.models() if dict(c.knobs)["batch_size"] == 64][:3]
     results = train_group(spec, configs, "cpu")
     assert len(results) == 3 and all(r.history[-1].train_loss < r.history[0].train_loss for r in results)

@@ -151,6 +151,7 @@ def test_imported_zoo_is_classified_without_recomputation(imported):
     assert set(labelled["phase"]) == {"I"}  # every fixture cell: loss ≈ 1.7 nats and mc ≤ −5 points
 
 
+@pytest.mark.slow
 def test_bad_import_directories(published, tmp_path):
     root, _ = published
     existing = tmp_path / "exists"
@@ -338,6 +339,7 @@ def test_deep_huge_and_malformed_json_skip_their_trial_only(tmp_path):
                   "big_2024-05-01_12-00-00/params.json: is 1,048,")
 
 
+@pytest.mark.slow
 def test_fifos_are_refused_without_hanging(published, tmp_path):
     import shutil
 

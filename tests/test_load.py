@@ -112,6 +112,7 @@ def test_queue_refuses_past_its_depth_and_a_leaver_gives_up_its_place():
 
 
 # ----------------------------------------------------------------------------- a real server under load
+@pytest.mark.slow
 def test_server_under_load():
     from bench.bench_load import ENV, OPTIONS, PAGES, measure, report
     from dashboard.server import dashboard_server

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from analysis.kernels.connectivity import mc_from_profile
-from analysis.runner.mc_recompute import main, previous_version, recompute_rows, recompute_zoo
 from analysis.metrics.catalog import get_metric
+from analysis.runner.mc_recompute import main, previous_version, recompute_rows, recompute_zoo
 from analysis.runner.run import zoo_metric
 from data.zoo.schema import METRICS
 from data.zoo.store import Zoo, read_metrics

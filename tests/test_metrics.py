@@ -42,7 +42,9 @@ KIND_ZOOS = {"classification": ("tiny_zoo", ("width16-batch_size16-s0", "width16
              "regression": ("tiny_pinn_zoo", ("beta30.0-lr0.01-s0", "beta30.0-lr0.01-s1"), 20)}
 
 
-@pytest.mark.parametrize("name,kind", [(m.name, k) for m in list_metrics() for k in sorted(m.kinds)])
+# The sequence and regression zoos take ~10 s each to train: their kinds are `slow` (not in `make test-fast`).
+@pytest.mark.parametrize("name,kind", [pytest.param(m.name, k, marks=() if k == "classification" else pytest.mark.slow)
+                                       for m in list_metrics() for k in sorted(m.kinds)])
 def test_every_metric_contract(request, name, kind):
     """Runs on a tiny zoo of each task kind it declares, emits only its declared outputs, finite values, and
     is deterministic."""
@@ -112,6 +114,7 @@ def zoo_copy(tiny_zoo, tmp_path):
     return tmp_path / "zoo"
 
 
+@pytest.mark.slow
 def test_runner_resume_and_new_parameters(zoo_copy):
     metrics = [fast(get_metric(n)) for n in ("performance", "weights", "cka_logits_test", "mc_linear")]
     rep = run(zoo_copy, metrics, [3], models="width16*", workers=2, progress=False, flush_every=0)
@@ -137,6 +140,7 @@ def test_runner_resume_and_new_parameters(zoo_copy):
     assert after.join(rest, on=list(table.columns), how="semi", nulls_equal=True).height == rest.height
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_and_the_rest_computed(zoo_copy):
     zoo = Zoo.open(zoo_copy)
     ok_id, nan_id, broken_id = "width16-batch_size16-s0", "width16-batch_size16-s1", "width16-batch_size64-s0"
@@ -162,8 +166,9 @@ def test_failures_are_recorded_and_the_rest_computed(zoo_copy):
     assert "empty batch set" in row["error"]
 
 
+@pytest.mark.slow
 def test_cli(tiny_zoo, tmp_path):
-    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}  # no PYTHONPATH: the project is installed
     r = subprocess.run([sys.executable, "-m", "analysis.runner.run", str(tiny_zoo), "--metrics", "nope"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 2 and "unknown metric 'nope'" in r.stderr

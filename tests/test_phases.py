@@ -74,6 +74,7 @@ def test_grid_text_orientation():
     assert lines[0].split()[-3:] == ["2", "64", "256"]  # capacity grows to the right
 
 
+@pytest.mark.slow
 def test_cli_on_a_foreign_table(tmp_path):
     table = cells().rename({"train_loss": "loss", "mc": "conn", "cka": "sim", "width": "w", "batch_size": "b"})
     table.write_csv(tmp_path / "cells.csv")

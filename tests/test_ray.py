@@ -18,10 +18,12 @@ import ray  # a requirement (requirements.txt): these tests run in CI, never ski
 from analysis.runner.run import resolve_metrics, run
 from data.training.generate import generate
 from data.training.generate import main as generate_main
-from data.zoo.store import read_catalog, read_metrics
-from data.zoo.spec import load_spec
 from data.training.workers import Executor, ExecutorError, ray_connect, run_unordered
-from tests.conftest import TINY_SPEC
+from data.zoo.spec import load_spec
+from data.zoo.spec_builder import tiny_mlp_spec
+from data.zoo.store import read_catalog, read_metrics
+
+pytestmark = pytest.mark.slow  # a local Ray cluster for the module (autouse)
 
 RAY = Executor("ray")
 METRICS = ["performance", "weights", "hessian_trace_exact", "cka_logits_test", "mc_linear"]
@@ -89,9 +91,7 @@ def test_a_worker_killed_mid_task_is_retried(tmp_path):
     """SIGKILL one Ray worker while it trains a group: Ray re-runs that task, and the zoo equals the local one
     with every model once."""
     spec = tmp_path / "slow.toml"
-    spec.write_text(TINY_SPEC.replace("epochs = 3", "epochs = 40").replace("checkpoint_epochs = [1]",
-                                                                          "checkpoint_epochs = [20]")
-                    .replace("analysis_epochs = [2]", "analysis_epochs = [40]"))
+    tiny_mlp_spec(epochs=40, checkpoint_epochs=(20,), analysis_epochs=(40,)).write(spec)
     killed: list[int] = []
 
     def killer():

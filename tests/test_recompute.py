@@ -6,10 +6,12 @@ import shutil
 import polars as pl
 import pytest
 
-from analysis.runner.recompute import PARTIALS, plan, recompute
 from analysis.metrics.catalog import get_metric
+from analysis.runner.recompute import PARTIALS, plan, recompute
 from analysis.runner.run import run, zoo_metric
 from data.zoo.store import METRICS_FILE, Zoo, read_metrics
+
+pytestmark = pytest.mark.slow  # both tests share a zoo with the metrics computed (module fixture)
 
 NAMES = ["hessian", "hessian_layers"]
 KEY = ["model_id", "epoch", "metric", "split", "layer", "coord"]

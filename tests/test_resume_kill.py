@@ -19,15 +19,14 @@ import pytest
 
 from data.training.generate import generate, plan_groups
 from data.zoo.spec import parse_spec
+from data.zoo.spec_builder import tiny_mlp_spec
 from data.zoo.store import CATALOG_FILE
-from tests.conftest import ROOT, TINY_SPEC
+from tests.conftest import ROOT
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # 4 groups of 2 widths (one per batch size), from ~3 s down to ~0.3 s on one thread: a kill that waits for
 # k flushed groups lands before the last one. Seed 0 only: the seeds would only make groups bigger.
-KILL_SPEC = (TINY_SPEC.replace("n_train = 500", "n_train = 2000")
-             .replace("batch_size = [16, 64]", "batch_size = [4, 8, 16, 32]")
-             .replace("seeds = [0, 1]", "seeds = [0]").replace("width = [4, 16, 64]", "width = [4, 16]"))
+KILL_SPEC = tiny_mlp_spec(n_train=2000, batch_sizes=(4, 8, 16, 32), seeds=(0,), widths=(4, 16)).toml()
 N_MODELS = 8
 
 
@@ -138,6 +137,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_killed_and_resumed_equals_uninterrupted(case, kill_spec, reference, tmp_path):
     sig, flush, point = CASES[case]
@@ -157,6 +157,7 @@ def test_killed_and_resumed_equals_uninterrupted(case, kill_spec, reference, tmp
     assert tree_digest(out) == reference  # byte for byte: catalog, every checkpoint, no orphan, no temporary
 
 
+@pytest.mark.slow
 def test_sequential_is_reproducible_with_itself(kill_spec, tmp_path):
     """--sequential (one model per group, `train_one`) has its own float rounding, fixed by the seed."""
     a, b = tmp_path / "a", tmp_path / "b"

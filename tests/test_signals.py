@@ -22,12 +22,27 @@ from analysis.runner.run import main as run_main
 from analysis.runner.run import resolve_metrics, run
 from data.training.generate import generate
 from data.training.generate import main as generate_main
-from data.zoo.store import METRICS_FILE, read_metrics
 from data.training.workers import ExecutorError, run_unordered
+from data.zoo.store import METRICS_FILE, read_metrics
 from tests.conftest import ROOT
-from tests.test_resume_kill import (ENV, N_MODELS, catalog_models, checkpointed_groups, flushed_groups, group_pids,
-                                    kill_spec, reference, reference_zoo, start, tree_digest, wait_gone, wait_until,
-                                    KILL_SPEC)
+from tests.test_resume_kill import (
+    ENV,
+    KILL_SPEC,
+    N_MODELS,
+    catalog_models,
+    checkpointed_groups,
+    flushed_groups,
+    group_pids,
+    kill_spec,
+    reference,
+    reference_zoo,
+    start,
+    tree_digest,
+    wait_gone,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow  # every test trains a zoo or runs metrics and stops them part-way (3 s or more)
 
 __all__ = ["kill_spec", "reference", "reference_zoo"]  # fixtures shared with test_resume_kill
 METRICS = "performance,weights,hessian_trace_exact"

@@ -24,7 +24,7 @@ def test_tiny_spec_parses_and_expands():
     ("width = [4, 16, 64]", "width = [4, -16, 64]", "arch_params.width: -16 is out of range"),
     ("width = [4, 16, 64]", "", "arch_params.width: missing (required int)"),
     ('task = "mnist1d"\n', "", "missing field 'task'"),
-    ("lr = 0.05", "lr = -0.05", "training.lr: -0.05 is out of range"),
+    ("lr = 5e-2", "lr = -5e-2", "training.lr: -0.05 is out of range"),
     ("label_noise = 0.1", "label_noise = 1.5", "label_noise: 1.5 is out of range"),
     ("seeds = [0, 1]", "seeds = [0, 0]", "seeds: must be distinct"),
     ("batch_size = [16, 64]", "batch_size = [16, 64]\nfoo = [1, 2]", "grid.foo: not a parameter"),

@@ -19,13 +19,13 @@ from analysis.metrics.catalog import get_metric
 from analysis.metrics.registry import MetricError, ModelInput
 from analysis.runner.run import resolve_metrics, run, zoo_metric
 from data.models.archs import MLP, Transformer, build_model
-from data.training.generate import generate
-from data.tasks.objectives import BOUNDARY, INITIAL, INTERIOR, Classification, ConvectionPINN
 from data.params import SpecError
+from data.tasks.builtin import PINN_GRID, TaskData, load_task
+from data.tasks.objectives import BOUNDARY, INITIAL, INTERIOR, Classification, ConvectionPINN
+from data.training.generate import generate
+from data.training.train import TrainConfig, train_batched, train_one
 from data.zoo.spec import parse_spec
 from data.zoo.store import SPEC, Zoo, read_metrics
-from data.tasks.builtin import PINN_GRID, TaskData, load_task
-from data.training.train import TrainConfig, train_batched, train_one
 from tests.conftest import TINY_PINN_SPEC, TINY_SEQ_SPEC
 
 torch.set_num_threads(1)
@@ -442,6 +442,7 @@ def run_zoos(tiny_seq_zoo, tiny_pinn_zoo, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_runner_on_pinn_zoo(run_zoos):
     """The PINN zoo gets the regression outputs (rel_l2_error, the loss terms, mc in decades), no accuracies,
     and neither the classification-only nor the sequence-only metrics; its catalog has null accuracies; the
@@ -459,6 +460,7 @@ def test_runner_on_pinn_zoo(run_zoos):
     _train_loss_matches_catalog(zoo, m)
 
 
+@pytest.mark.slow
 def test_runner_on_seq_zoo(run_zoos):
     """The sequence zoo gets accuracies and the grokking outputs, not the classification-only mixup CKA
     (mixing token ids is meaningless) nor the PINN outputs; its catalog has accuracies."""
@@ -495,6 +497,7 @@ def _zoo_with_spec_tail(src, dst, tail: str):
     return dst
 
 
+@pytest.mark.slow
 def test_spec_metric_params_reach_the_runner(tiny_pinn_zoo, tmp_path):
     """[metrics.mc_bezier] lr = 0.001 in a zoo's spec overrides that parameter (only it) for the runner."""
     root = _zoo_with_spec_tail(tiny_pinn_zoo, tmp_path / "zoo", "\n[metrics.mc_bezier]\nlr = 0.001\n")
@@ -506,6 +509,7 @@ def test_spec_metric_params_reach_the_runner(tiny_pinn_zoo, tmp_path):
     assert zoo_metric(Zoo.open(tiny_pinn_zoo), base).params == base.params  # no table: the defaults
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tail,named", [("\n[metrics.nope]\nlr = 0.1\n", "nope"),
                                         ("\n[metrics.mc_bezier]\nnope_param = 1\n", "nope_param")])
 def test_spec_unknown_metric_or_parameter_fails_the_run(tiny_pinn_zoo, tmp_path, tail, named):

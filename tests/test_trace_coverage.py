@@ -65,6 +65,7 @@ def matrices() -> dict[str, torch.Tensor]:
     return {"flat": flat(), "outliers": outliers(), "relu_net": (H + H.T) / 2, "relu_last_layer": (last + last.T) / 2}
 
 
+@pytest.mark.slow
 def test_the_network_hessian_is_the_exact_one(matrices):
     model, x, _ = relu_net()  # a ReLU net's Hessian trace has a closed form: the dense Hessian must match it
     assert torch.trace(matrices["relu_net"]).item() == pytest.approx(relu_mlp_hessian_trace(model, x), rel=1e-9)
@@ -91,6 +92,7 @@ def assert_calibrated(z: torch.Tensor, name: str) -> None:
     assert abs(z.mean().item()) <= 4 / math.sqrt(len(z)), f"{name}: z mean {z.mean().item():.2f} (biased)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["flat", "outliers", "relu_net", "relu_last_layer"])
 def test_hutchpp_stderr_covers_the_exact_trace(matrices, name):
     z, n_exact = z_scores(lambda mv, n, s: hutchpp(mv, n, sketch=10, rtol=0.02, seed=s), matrices[name])
@@ -98,6 +100,7 @@ def test_hutchpp_stderr_covers_the_exact_trace(matrices, name):
     assert_calibrated(z, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["flat", "outliers", "relu_last_layer"])
 def test_hutchinson_stderr_covers_the_exact_trace(matrices, name):
     z, _ = z_scores(lambda mv, n, s: hutchinson(mv, n, 30, seed=s), matrices[name])
@@ -120,6 +123,7 @@ def test_hutchpp_probe_count_is_fixed_before_the_probes_it_reports():
     assert tight.probes == 50  # the cap binds: an honest, larger stderr rather than a stopping rule's
 
 
+@pytest.mark.slow
 def test_the_coverage_bench_runs_and_prints_its_table():
     """bench/trace_coverage.py's quick mode (fewer seeds still): it runs and prints one row per matrix and
     estimator — a bench that can no longer break silently. No timing is asserted."""
@@ -130,7 +134,7 @@ def test_the_coverage_bench_runs_and_prints_its_table():
 
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "bench/trace_coverage.py", "--quick", "--seeds", "12"], cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                         env={**os.environ, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=600, check=True).stdout
     rows = [line for line in out.splitlines() if "hutchpp" in line or "hutchinson" in line]
     assert len(rows) >= 4 and all(len(r.split()) >= 6 for r in rows), out

@@ -31,7 +31,8 @@ def tanh_mlp(width: int, seed: int) -> torch.nn.Module:
 
 # Every way a group can be trained: the written-out backward (Linear/activation stacks), autograd over the
 # baddbmm forward, and autograd over vmap(functional_call) (any architecture).
-PATHS = [("mlp", "manual"), ("mlp", "baddbmm"), ("mlp", "vmap"), ("tanh", "manual"), ("cnn1d", "vmap")]
+PATHS = [("mlp", "manual"), ("mlp", "baddbmm"), ("mlp", "vmap"), ("tanh", "manual"),
+         pytest.param("cnn1d", "vmap", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("arch, path", PATHS)

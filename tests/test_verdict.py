@@ -26,9 +26,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 import analysis.upload.verdict as V
 from analysis.taxonomy.classifier import FEATURES, training_set, validate
 from analysis.upload.recognise import nearest_value, recognise
+from analysis.upload.report import KnobValue
 from data.models.archs import build_model, match_shapes
-from data.zoo.store import Zoo, builtin_zoos
 from data.tasks.builtin import cache_dir
+from data.zoo.store import Zoo, builtin_zoos
 from tests.conftest import DEFAULT_ZOO
 
 EPOCH = 300  # the default zoo's last analysis epoch: what the verdict compares against
@@ -261,81 +262,86 @@ def w16() -> V.Report:
     return r
 
 
+@pytest.mark.slow
 def test_zoo_checkpoint_names_its_zoo_and_cell(w16):
     assert Path(w16.zoo).resolve() == DEFAULT_ZOO.resolve() and w16.epoch == EPOCH
     assert w16.file == "epoch_0300.safetensors" and w16.n_params == 1098
-    assert w16.cell["width"] == {"value": 16, "grid": 16, "source": "weights"}
-    assert w16.cell["batch_size"] == {"value": 16, "grid": 16, "source": "identical zoo model"}
+    assert w16.cell["width"] == KnobValue(16, 16, "weights")
+    assert w16.cell["batch_size"] == KnobValue(16, 16, "identical zoo model")
     # every built-in zoo was tried; only the default zoo holds a 2-layer ReLU MLP on MNIST-1D
-    assert [m["ok"] for m in w16.matches] == [True] + [False] * (len(builtin_zoos()) - 1)
-    assert all(m["problems"] for m in w16.matches[1:])
-    assert w16.errors == []
+    assert [m.ok for m in w16.matches] == [True] + [False] * (len(builtin_zoos()) - 1)
+    assert all(m.problems for m in w16.matches[1:])
+    assert w16.errors == ()
     assert any(n.startswith(f"identical to zoo model {W16}") for n in w16.notes)
 
 
+@pytest.mark.slow
 def test_zoo_checkpoint_placement(w16, zoo):
     p = w16.placement
-    assert p["identical_to"] == W16 and p["epoch"] == EPOCH
-    assert p["neighbours"][0]["model_id"] == W16 and p["neighbours"][0]["distance"] == 0
-    assert len(p["neighbours"]) == 5
-    assert [n["distance"] for n in p["neighbours"]] == sorted(n["distance"] for n in p["neighbours"])
-    assert p["neighbours"][0] | {"distance": 0.0} == {"model_id": W16, "distance": 0.0, "phase": "II",
+    assert p.identical_to == W16 and p.epoch == EPOCH
+    assert p.neighbours[0].model_id == W16 and p.neighbours[0].distance == 0
+    assert len(p.neighbours) == 5
+    assert [n.distance for n in p.neighbours] == sorted(n.distance for n in p.neighbours)
+    assert p.neighbours[0].to_dict() | {"distance": 0.0} == {"model_id": W16, "distance": 0.0, "phase": "II",
                                                       "width": 16, "batch_size": 16, "seed": 1}
     emb = pl.read_parquet(DEFAULT_ZOO / "embeddings.parquet").filter(
         (pl.col("model_id") == W16) & (pl.col("epoch") == EPOCH))
     pca = emb.filter(pl.col("method") == "pca").row(0, named=True)
-    assert p["pca"]["x"] == pytest.approx(pca["x"], abs=1e-6) and p["pca"]["y"] == pytest.approx(pca["y"], abs=1e-6)
-    assert p["umap"]["approximate"] is True  # inverse-distance mean: distance 0 makes it the model's own spot
+    assert p.pca.x == pytest.approx(pca["x"], abs=1e-6) and p.pca.y == pytest.approx(pca["y"], abs=1e-6)
+    assert p.umap.approximate is True  # inverse-distance mean: distance 0 makes it the model's own spot
     umap = emb.filter(pl.col("method") == "umap").row(0, named=True)
-    assert p["umap"]["x"] == pytest.approx(umap["x"], abs=1e-6) and p["umap"]["y"] == pytest.approx(umap["y"], abs=1e-6)
+    assert p.umap.x == pytest.approx(umap["x"], abs=1e-6) and p.umap.y == pytest.approx(umap["y"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_zoo_checkpoint_rule_verdict_reproduces_the_zoo(w16, phases300, zoo_metrics):
     cell = phases300.filter((pl.col("width") == 16) & (pl.col("batch_size") == 16)).row(0, named=True)
     r = w16.rule
-    assert r["phase"] == cell["phase"] == "II" and w16.phase == "II"
-    assert r["reason"] is None and r["pairs_with"] == "zoo seeds" and r["n_pairs"] == 2
-    assert (r["tau_loss"], r["eps_mc"], r["tau_cka"]) == pytest.approx(
+    assert r.phase == cell["phase"] == "II" and w16.phase == "II"
+    assert r.reason is None and r.pairs_with == "zoo seeds" and r.n_pairs == 2
+    assert (r.tau_loss, r.eps_mc, r.tau_cka) == pytest.approx(
         (cell["tau_loss"], cell["eps_mc"], cell["tau_cka"]), rel=1e-12)
     mine = zoo_metrics.filter((pl.col("model_id") == W16) & pl.col("other_id").is_null())
     train_loss = mine.filter(pl.col("metric") == "train_loss")["value"][0]
-    assert r["train_loss"] == pytest.approx(train_loss, abs=1e-6)
+    assert r.train_loss == pytest.approx(train_loss, abs=1e-6)
     # paired with the cell's two other seeds, not with itself
-    others = {p["other"] for p in w16.pairs}
+    others = {p.other for p in w16.pairs}
     assert others == {"width016-batch_size0016-s0", "width016-batch_size0016-s2"}
     # the s1–s2 pair is stored by the zoo in the same orientation: the same numbers
     stored = zoo_metrics.filter((pl.col("model_id") == W16) & (pl.col("other_id") == "width016-batch_size0016-s2")
                                 & pl.col("coord").is_null())
     stored = dict(zip(stored["metric"], stored["value"]))
-    mine_pairs = {p["metric"]: p["value"] for p in w16.pairs if p["other"] == "width016-batch_size0016-s2"}
+    mine_pairs = {p.metric: p.value for p in w16.pairs if p.other == "width016-batch_size0016-s2"}
     for metric in ("cka_logits_test", "mc_linear"):
         assert mine_pairs[metric] == pytest.approx(stored[metric], abs=1e-4), metric
-    assert r["mc"] == pytest.approx(cell["mc"], abs=1.0)  # 2 of the cell's 3 pairs
-    assert min(cell["cka_min"], cell["cka_max"]) - 1e-6 <= r["cka"] <= cell["cka_max"] + 1e-6
+    assert r.mc == pytest.approx(cell["mc"], abs=1.0)  # 2 of the cell's 3 pairs
+    assert min(cell["cka_min"], cell["cka_max"]) - 1e-6 <= r.cka <= cell["cka_max"] + 1e-6
     # the report's own metric rows carry the same training loss
-    own = {(m["metric"], m["split"]): m["value"] for m in w16.metrics if m["coord"] is None and m["layer"] is None}
-    assert own[("train_loss", "train")] == r["train_loss"]
+    own = {(m.metric, m.split): m.value for m in w16.metrics if m.coord is None and m.layer is None}
+    assert own[("train_loss", "train")] == r.train_loss
 
 
+@pytest.mark.slow
 def test_zoo_checkpoint_classifier_and_evidence(w16):
     c = w16.classifier
-    assert set(c["probabilities"]) == {"I", "II", "III", "IV-A", "IV-B"}
-    assert sum(c["probabilities"].values()) == pytest.approx(1.0, abs=1e-9)
-    assert all(0 <= p <= 1 for p in c["probabilities"].values())
-    assert c["phase"] == max(c["probabilities"], key=c["probabilities"].get)
-    assert c["n_train"] == 384
-    assert c["features"]["n_params"] == pytest.approx(math.log10(1098))
-    assert c["features"]["train_loss"] == pytest.approx(math.log10(w16.rule["train_loss"]))
-    ev = {e["quantity"]: e for e in w16.evidence}
+    assert set(c.probabilities) == {"I", "II", "III", "IV-A", "IV-B"}
+    assert sum(c.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert all(0 <= p <= 1 for p in c.probabilities.values())
+    assert c.phase == max(c.probabilities, key=c.probabilities.get)
+    assert c.n_train == 384
+    assert c.features["n_params"] == pytest.approx(math.log10(1098))
+    assert c.features["train_loss"] == pytest.approx(math.log10(w16.rule.train_loss))
+    ev = {e.quantity: e for e in w16.evidence}
     assert set(ev) == {"train_loss", "mc", "cka", "hessian_trace"}
-    assert all(e["zoo_cells"] == 64 for e in ev.values())
-    assert ev["mc"]["threshold"] == -w16.rule["eps_mc"] and ev["cka"]["threshold"] == w16.rule["tau_cka"]
-    assert ev["train_loss"]["value"] == w16.rule["train_loss"]
+    assert all(e.zoo_cells == 64 for e in ev.values())
+    assert ev["mc"].threshold == -w16.rule.eps_mc and ev["cka"].threshold == w16.rule.tau_cka
+    assert ev["train_loss"].value == w16.rule.train_loss
     for e in ev.values():
-        assert e["zoo_min"] <= e["zoo_q25"] <= e["zoo_median"] <= e["zoo_q75"] <= e["zoo_max"]
-    assert len(w16.data_free) == 3 and {d["layer"] for d in w16.data_free} == {"1", "3", "5"}
+        assert e.zoo_min <= e.zoo_q25 <= e.zoo_median <= e.zoo_q75 <= e.zoo_max
+    assert len(w16.data_free) == 3 and {d.layer for d in w16.data_free} == {"1", "3", "5"}
 
 
+@pytest.mark.slow
 def test_summary_of_a_zoo_checkpoint(w16):
     text = V.summary(w16)
     assert text.startswith(f"epoch_0300.safetensors  (sha256 {w16.sha256[:12]}…, 1,098 parameters)")
@@ -345,8 +351,9 @@ def test_summary_of_a_zoo_checkpoint(w16):
     assert "(2 pair(s) with zoo seeds)" in text
 
 
+@pytest.mark.slow
 def test_report_json_round_trip(w16):
-    again = V.Report(**json.loads(w16.to_json()))
+    again = V.Report.from_json(w16.to_json())
     assert again.to_json() == w16.to_json()
     assert again.rule == w16.rule and again.placement == w16.placement and again.cell == w16.cell
 
@@ -360,19 +367,20 @@ def given_w8(tmp_path_factory) -> V.Report:
     return r
 
 
+@pytest.mark.slow
 def test_perturbed_copy_with_given_batch_size(given_w8, zoo_metrics):
     r = given_w8
-    assert r.cell["width"] == {"value": 8, "grid": 8, "source": "weights"}
-    assert r.cell["batch_size"] == {"value": 64, "grid": 64, "source": "given"}  # "64" parsed as the grid's int
-    assert r.placement["identical_to"] is None
-    nb = r.placement["neighbours"]
-    assert nb[0]["model_id"] == W8 and 0 < nb[0]["distance"] < 0.01 * nb[1]["distance"]
-    assert r.rule["pairs_with"] == "zoo seeds" and r.rule["n_pairs"] == 3
-    assert {p["other"] for p in r.pairs} == {f"width008-batch_size0064-s{s}" for s in range(3)}
+    assert r.cell["width"] == KnobValue(8, 8, "weights")
+    assert r.cell["batch_size"] == KnobValue(64, 64, "given")  # "64" parsed as the grid's int
+    assert r.placement.identical_to is None
+    nb = r.placement.neighbours
+    assert nb[0].model_id == W8 and 0 < nb[0].distance < 0.01 * nb[1].distance
+    assert r.rule.pairs_with == "zoo seeds" and r.rule.n_pairs == 3
+    assert {p.other for p in r.pairs} == {f"width008-batch_size0064-s{s}" for s in range(3)}
     assert not any("identical" in n for n in r.notes)
     loss = zoo_metrics.filter((pl.col("model_id") == W8) & (pl.col("metric") == "train_loss")
                               & pl.col("other_id").is_null())["value"][0]
-    assert r.rule["train_loss"] == pytest.approx(loss, rel=0.02)
+    assert r.rule.train_loss == pytest.approx(loss, rel=0.02)
 
 
 # ----------------------------------------------------------------------------- 6. between grid values
@@ -383,40 +391,42 @@ def off_grid() -> V.Report:
     return r
 
 
+@pytest.mark.slow
 def test_off_grid_width(off_grid):
     r = off_grid
     assert r.zoo is not None and r.n_params == 40 * 12 + 12 + 12 * 12 + 12 + 12 * 10 + 10
-    assert r.cell["width"] == {"value": 12, "grid": 16, "source": "weights"}
+    assert r.cell["width"] == KnobValue(12, 16, "weights")
     bs = r.cell["batch_size"]
-    assert bs["source"] == "estimated" and bs["value"] == bs["grid"] and bs["value"] in (8, 16, 32, 64, 128, 256, 512,
-                                                                                         1024)
-    assert len(bs["from"]) == 5 and all(m.startswith("width016-") for m in bs["from"])  # same grid width
-    assert r.rule["phase"] == "unclassified" and r.rule["reason"] == "lacks mc, cka"
-    assert r.rule["n_pairs"] == 0 and r.rule["pairs_with"] is None and r.pairs == []
-    assert r.rule["mc"] is None and r.rule["cka"] is None and r.rule["train_loss"] > 2.0  # untrained: ~ln 10
-    assert sum(r.classifier["probabilities"].values()) == pytest.approx(1.0, abs=1e-9)
-    assert r.classifier["phase"] in r.classifier["probabilities"]
+    assert bs.source == "estimated" and bs.value == bs.grid and bs.value in (8, 16, 32, 64, 128, 256, 512, 1024)
+    assert len(bs.estimated_from) == 5 and all(m.startswith("width016-") for m in bs.estimated_from)  # same grid width
+    assert r.rule.phase == "unclassified" and r.rule.reason == "lacks mc, cka"
+    assert r.rule.n_pairs == 0 and r.rule.pairs_with is None and r.pairs == ()
+    assert r.rule.mc is None and r.rule.cka is None and r.rule.train_loss > 2.0  # untrained: ~ln 10
+    assert sum(r.classifier.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert r.classifier.phase in r.classifier.probabilities
     assert any("between grid values" in n for n in r.notes)
-    assert r.placement["identical_to"] is None and len(r.placement["neighbours"]) == 5
+    assert r.placement.identical_to is None and len(r.placement.neighbours) == 5
     assert "PHASE (taxonomy rules): unclassified — lacks mc, cka" in V.summary(r)
-    assert r.phase == r.classifier["phase"]  # the rules cannot decide: the classifier's phase stands
+    assert r.phase == r.classifier.phase  # the rules cannot decide: the classifier's phase stands
     # an untrained model is unlike every trained zoo model: the classifier says it extrapolates
-    assert r.classifier["extrapolating"] and r.classifier["nearest_distance"] > r.classifier["typical_distance"]
+    assert r.classifier.extrapolating and r.classifier.nearest_distance > r.classifier.typical_distance
     assert any("extrapolate" in n for n in r.notes)
 
 
+@pytest.mark.slow
 def test_a_zoo_model_is_within_the_classifiers_experience(w16):
     # its recomputed features are the stored ones up to float rounding (seen: 0 to 5e-9 across runs of the
     # suite), against a typical nearest-neighbour distance of order 0.1–1
-    assert not w16.classifier["extrapolating"] and w16.classifier["nearest_distance"] < 1e-6
-    assert w16.classifier["typical_distance"] > 1e-2
+    assert not w16.classifier.extrapolating and w16.classifier.nearest_distance < 1e-6
+    assert w16.classifier.typical_distance > 1e-2
 
 
+@pytest.mark.slow
 def test_a_given_knob_beats_the_identical_zoo_models(zoo):
     [r] = V.analyse([ckpt(W8)], [zoo], given={"batch_size": 1024}, executor=None, cache=False)
-    assert r.placement["identical_to"] == W8
-    assert r.cell["batch_size"] == {"value": 1024, "grid": 1024, "source": "given"}
-    assert {p["other"] for p in r.pairs} == {f"width008-batch_size1024-s{s}" for s in range(3)}
+    assert r.placement.identical_to == W8
+    assert r.cell["batch_size"] == KnobValue(1024, 1024, "given")
+    assert {p.other for p in r.pairs} == {f"width008-batch_size1024-s{s}" for s in range(3)}
 
 
 # ----------------------------------------------------------------------------- 7. an architecture no zoo has
@@ -427,16 +437,18 @@ def test_unrecognised_architectures_get_the_data_free_report_only(zoo):
     assert [r.file for r in reports] == ["cnn.safetensors", "mlp64.pt"]
     for r in reports:
         assert isinstance(r, V.Report)
-        assert r.zoo is None and r.epoch is None and r.cell == {} and r.rule == {} and r.classifier == {}
-        assert r.data_free and all({"alpha", "stable_rank", "spectral_norm", "shape"} <= set(d) for d in r.data_free)
-        assert len(r.matches) == 1 and r.matches[0]["ok"] is False and r.matches[0]["problems"]
+        assert r.zoo is None and r.epoch is None and r.cell == {} and r.rule is None and r.classifier is None
+        assert r.data_free and all({"alpha", "stable_rank", "spectral_norm", "shape"} <= set(d.to_dict())
+                                   for d in r.data_free)
+        assert len(r.matches) == 1 and r.matches[0].ok is False and r.matches[0].problems
         assert r.notes[-1] == "no zoo matches this architecture: data-free report only"
         assert "  matches no zoo:" in V.summary(r)
     cnn_r, mlp_r = reports
-    assert {d["layer"] for d in cnn_r.data_free} == {"features.0", "features.2", "features.4", "head"}
-    assert cnn_r.matches[0]["problems"][0].endswith("its keys are not those of a mlp")
-    assert "1.weight (16, 64) ≠ (16, 40)" in mlp_r.matches[0]["problems"][0]
-    assert {"layer": "1", "shape": [16, 64]}.items() <= next(d for d in mlp_r.data_free if d["layer"] == "1").items()
+    assert {d.layer for d in cnn_r.data_free} == {"features.0", "features.2", "features.4", "head"}
+    assert cnn_r.matches[0].problems[0].endswith("its keys are not those of a mlp")
+    assert "1.weight (16, 64) ≠ (16, 40)" in mlp_r.matches[0].problems[0]
+    layer1 = next(d for d in mlp_r.data_free if d.layer == "1")
+    assert {"layer": "1", "shape": [16, 64]}.items() <= layer1.to_dict().items()
 
 
 def _torch_bytes(obj) -> bytes:
@@ -458,36 +470,40 @@ def two_uploads(tmp_path_factory):
     return cache, a, b, reports
 
 
+@pytest.mark.slow
 def test_two_uploads_of_one_configuration_pair_with_each_other(two_uploads):
     _, _, _, (ra, rb) = two_uploads
     for r, other in ((ra, "b.safetensors"), (rb, "a.safetensors")):
         assert isinstance(r, V.Report)
-        assert r.rule["pairs_with"] == "uploads" and r.rule["n_pairs"] == 1
-        assert {p["other"] for p in r.pairs} == {other}
+        assert r.rule.pairs_with == "uploads" and r.rule.n_pairs == 1
+        assert {p.other for p in r.pairs} == {other}
         assert f"paired with the 1 other upload(s) of this configuration: {other}" in r.notes
-        cka = next(p["value"] for p in r.pairs if p["metric"] == "cka_logits_test")
+        cka = next(p.value for p in r.pairs if p.metric == "cka_logits_test")
         assert cka > 0.99  # 1e-3 noise: functionally the same model
-        assert r.placement["identical_to"] is None and r.placement["neighbours"][0]["model_id"] == W8
-        assert r.cell["batch_size"]["source"] == "estimated"
-        assert all(m.startswith("width008-") for m in r.cell["batch_size"]["from"])
+        assert r.placement.identical_to is None and r.placement.neighbours[0].model_id == W8
+        assert r.cell["batch_size"].source == "estimated"
+        assert all(m.startswith("width008-") for m in r.cell["batch_size"].estimated_from)
 
 
+@pytest.mark.slow
 def test_cached_report_does_not_depend_on_a_past_companion(two_uploads, monkeypatch):
     cache, a, _, _ = two_uploads
     monkeypatch.setenv("PHASEZOO_CACHE", str(cache))
     [alone] = V.analyse([a], [Zoo.open(DEFAULT_ZOO)], executor=None)
-    assert alone.rule["pairs_with"] != "uploads"
+    assert alone.rule.pairs_with != "uploads"
     assert not any("b.safetensors" in n for n in alone.notes)
 
 
+@pytest.mark.slow
 def test_a_duplicate_upload_is_not_its_own_seed(zoo):
     path = ckpt(W8)
     first, second = V.analyse([path, path], [zoo], executor=None, cache=False)
-    assert first.rule["pairs_with"] == "zoo seeds" and first.placement["identical_to"] == W8
-    assert {p["other"] for p in first.pairs} == {"width008-batch_size0064-s1", "width008-batch_size0064-s2"}
+    assert first.rule.pairs_with == "zoo seeds" and first.placement.identical_to == W8
+    assert {p.other for p in first.pairs} == {"width008-batch_size0064-s1", "width008-batch_size0064-s2"}
 
 
 # ----------------------------------------------------------------------------- 9. hostile and broken files
+@pytest.mark.slow
 def test_bad_files_are_refused_and_the_zoo_is_untouched(tmp_path):
     copy = tmp_path / "zoo"
     shutil.copytree(DEFAULT_ZOO, copy)
@@ -520,8 +536,8 @@ def test_bad_files_are_refused_and_the_zoo_is_untouched(tmp_path):
     assert err["absent.pt"].startswith("absent.pt: no such file")
     assert not marker.exists()
     ok = results[2]
-    assert ok.zoo == str(copy) and ok.placement["identical_to"] == "width008-batch_size0064-s1"
-    assert ok.rule["phase"] in {"I", "II", "III", "IV-A", "IV-B"}
+    assert ok.zoo == str(copy) and ok.placement.identical_to == "width008-batch_size0064-s1"
+    assert ok.rule.phase in {"I", "II", "III", "IV-A", "IV-B"}
     assert snapshot(copy) == before  # nothing under the zoo written, touched or added
     assert V.summary(results[0]) == "empty.pt: REFUSED — empty.pt: is empty (0 bytes)"
 
@@ -557,6 +573,7 @@ def cache_run(tmp_path_factory):
     return cache, path, first, second
 
 
+@pytest.mark.slow
 def test_second_analysis_comes_from_the_cache(cache_run):
     cache, _, first, second = cache_run
     assert isinstance(first, V.Report) and isinstance(second, V.Report)
@@ -564,16 +581,18 @@ def test_second_analysis_comes_from_the_cache(cache_run):
     assert len(files) == 1 and len(files[0].stem) == 32
     assert second.to_json() == first.to_json()
     assert json.loads(files[0].read_text()) == json.loads(first.to_json())
-    rebuilt = V.Report(**json.loads(files[0].read_text()))
+    rebuilt = V.Report.from_json(files[0].read_text())
     assert rebuilt == second and rebuilt.phase == first.phase
     assert second.seconds == first.seconds > 0
 
 
+@pytest.mark.slow
 def test_cached_report_equals_the_fresh_one(cache_run):
     _, _, first, second = cache_run
     assert second == first
 
 
+@pytest.mark.slow
 def test_cache_key_depends_on_given_knobs_and_epoch(cache_run, tmp_path, monkeypatch):
     cache, path, *_ = cache_run
     shutil.copytree(cache, tmp_path / "c")  # the stubs below are cached too: not in the shared cache
@@ -588,6 +607,7 @@ def test_cache_key_depends_on_given_knobs_and_epoch(cache_run, tmp_path, monkeyp
     assert len(computed) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"file": "x"}', ""])
 def test_a_damaged_cache_file_is_recomputed_and_rewritten(cache_run, tmp_path, monkeypatch, damage):
     cache, path, first, _ = cache_run
@@ -601,6 +621,7 @@ def test_a_damaged_cache_file_is_recomputed_and_rewritten(cache_run, tmp_path, m
     assert json.loads(entry.read_text())["notes"] == ["stub"]  # the damaged entry replaced
 
 
+@pytest.mark.slow
 def test_cache_off_neither_reads_nor_writes(cache_run, tmp_path, monkeypatch):
     cache, path, *_ = cache_run
     monkeypatch.setenv("PHASEZOO_CACHE", str(cache))
@@ -613,6 +634,7 @@ def test_cache_off_neither_reads_nor_writes(cache_run, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- 11. the CLI
+@pytest.mark.slow
 def test_cli_good_and_refused_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path / "cache"))
     good = tmp_path / "good.safetensors"
@@ -635,7 +657,7 @@ def test_cli_good_and_refused_files(tmp_path, monkeypatch, capsys):
     [d] = json.loads(one.read_text())
     assert d["file"] == "good.safetensors" and Path(d["zoo"]).resolve() == DEFAULT_ZOO.resolve()
     assert d == both[0]
-    assert V.Report(**d).cell["width"]["value"] == 8
+    assert V.Report.from_dict(d).cell["width"].value == 8
 
 
 def test_cli_knob_parsing(monkeypatch, capsys):
@@ -662,6 +684,7 @@ def test_cli_not_a_zoo(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_a_caller_that_leaves_half_way_breaks_nothing(zoo, tmp_path, monkeypatch):
     """A closed browser tab stops the page's script at its next progress update: the analysis stops with
     it, writes no cache entry, and the next upload of the same file is analysed in full."""
@@ -678,4 +701,45 @@ def test_a_caller_that_leaves_half_way_breaks_nothing(zoo, tmp_path, monkeypatch
         V.analyse([ckpt(W8)], [zoo], executor=None, progress=leave)
     assert not list(tmp_path.rglob("*.json"))
     [r] = V.analyse([ckpt(W8)], [zoo], executor=None)
-    assert isinstance(r, V.Report) and r.rule["phase"] and len(list(tmp_path.rglob("*.json"))) == 1
+    assert isinstance(r, V.Report) and r.rule.phase and len(list(tmp_path.rglob("*.json"))) == 1
+
+
+# ----------------------------------------------------------------------------- 12. each piece of work once
+@pytest.mark.slow
+def test_each_step_runs_once_per_file(zoo, monkeypatch):
+    """Two uploads of one configuration (batch size estimated, so the quick metrics are needed before the
+    cell is known): each file is recognised once (also as the other's companion), its data-free report, its
+    weight-space flattening and each of its quick metrics run once, its Hessian once, and one pair job each."""
+    import analysis.upload.measure as M
+    import analysis.upload.placement as P
+
+    calls: dict = {}
+
+    def counting(module, name, key):
+        real = getattr(module, name)
+
+        def wrapper(*a, **k):
+            calls[key(*a)] = calls.get(key(*a), 0) + 1
+            return real(*a, **k)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(V, "recognise", lambda state, zoos: ("recognise", state["1.weight"].sum().item()))
+    counting(V, "weight_report", lambda state: ("weight_report", state["1.weight"].sum().item()))
+    counting(P, "flatten_padded", lambda w, shapes: ("flatten", w["1.weight"].sum().item()))
+    counting(M, "metric_task", lambda root, epoch, params, models, metrics, *a: (
+        "metric", models[0][1], tuple(m[1] for m in models[1:]), tuple(m for m, _ in metrics)))
+    monkeypatch.setattr(V, "PAIRS", ("cka_logits_test",))
+    base = load_file(str(ckpt(W8)))
+    states = [perturbed(base, 1), perturbed(base, 2)]
+    ra, rb = V.analyse([("a.safetensors", save(states[0])), ("b.safetensors", save(states[1]))], [zoo],
+                       executor=None, cache=False)
+    assert ra.rule.pairs_with == rb.rule.pairs_with == "uploads"
+    assert ra.cell["batch_size"].source == "estimated"
+    expected = {}
+    for me, other, state in (("a.safetensors", "b.safetensors", states[0]), ("b.safetensors", "a.safetensors",
+                                                                              states[1])):
+        w = state["1.weight"].sum().item()
+        expected |= {("recognise", w): 1, ("weight_report", w): 1, ("flatten", w): 1,
+                     **{("metric", me, (), (m,)): 1 for m in M.QUICK}, ("metric", me, (), ("hessian",)): 1,
+                     ("metric", me, (other,), ("cka_logits_test",)): 1}
+    assert calls == expected

@@ -24,9 +24,10 @@ import analysis.upload.verdict as V
 from analysis.upload.failures import display_name, in_worker
 from analysis.upload.placement import near_copies, precision
 from analysis.upload.recognise import recognise
+from analysis.upload.report import KnobValue
 from data.models.archs import ARCHS, build_model, match_shapes
-from data.zoo.store import Zoo
 from data.training.workers import CONTEXT
+from data.zoo.store import Zoo
 from tests.conftest import DEFAULT_ZOO
 from tests.test_verdict import W8, _private_cache, ckpt, mlp_state, perturbed  # noqa: F401  (the module's cache)
 
@@ -130,7 +131,7 @@ def test_every_file_gets_its_own_result(mixed):
                                        "digit.safetensors", "passwd.safetensors"]
     good, boom, zero, digit, passwd = mixed
     assert isinstance(good, V.Report) and good.phase in {"I", "II", "III", "IV-A", "IV-B"}
-    assert good.placement["identical_to"] == W8
+    assert good.placement.identical_to == W8
     assert isinstance(boom, V.Refused)
     assert isinstance(zero, (V.Report, V.Refused))  # its own result, whichever (analysis.kernels.weights decides)
     assert isinstance(digit, V.Report) and digit.zoo is None  # recognised as nothing: the data-free report
@@ -177,10 +178,11 @@ def test_jobs_that_fail_in_workers_leave_a_verdict_without_them(w8, pool, cheap)
     assert isinstance(r, V.Report)
     assert r.errors.count("Hessian failed (an internal error, logged)") == 1
     assert sum(e.startswith("pairing with width008-") for e in r.errors) == 2
-    assert r.rule["phase"] == "unclassified" and r.phase is None  # no pairs: no rule verdict; no Hessian: none
-    assert r.classifier["phase"] is None and "hessian" in r.classifier["withheld"]
+    assert r.rule.phase == "unclassified" and r.phase is None  # no pairs: no rule verdict; no Hessian: none
+    assert r.classifier.phase is None and "hessian" in r.classifier.withheld
 
 
+@pytest.mark.slow
 def test_an_exception_in_a_real_worker_process_fails_that_job_only(w8, cheap):
     """Jobs that raise in the worker processes (here: a device name torch refuses, resolved there)."""
     pool = V.process_pool(1)
@@ -190,10 +192,11 @@ def test_an_exception_in_a_real_worker_process_fails_that_job_only(w8, cheap):
     finally:
         pool.shutdown(cancel_futures=True)
     assert isinstance(r, V.Report), r
-    assert "Hessian failed (an internal error, logged)" in r.errors and r.classifier["phase"] is None
+    assert "Hessian failed (an internal error, logged)" in r.errors and r.classifier.phase is None
     assert r.metrics  # its own quick metrics, measured in this process, are kept
 
 
+@pytest.mark.slow
 def test_a_base_exception_in_a_worker_does_not_stop_the_caller():
     """sys.exit in a worker comes back from concurrent.futures as SystemExit in the caller, unless wrapped."""
     with ProcessPoolExecutor(1, mp_context=CONTEXT) as pool:
@@ -247,10 +250,10 @@ def halves(w8):
 def test_a_half_precision_copy_is_its_zoo_model(halves, i):
     r = halves[i]
     assert isinstance(r, V.Report), r
-    assert r.placement["identical_to"] == W8
-    assert r.cell["batch_size"] == {"value": 64, "grid": 64, "source": "identical zoo model"}
+    assert r.placement.identical_to == W8
+    assert r.cell["batch_size"] == KnobValue(64, 64, "identical zoo model")
     # paired with the two other seeds of its cell: not with its source, nor with the other copy of it
-    assert r.rule["pairs_with"] == "zoo seeds" and {p["other"] for p in r.pairs} == W8_SEEDS - {W8}
+    assert r.rule.pairs_with == "zoo seeds" and {p.other for p in r.pairs} == W8_SEEDS - {W8}
     assert any(n.startswith(f"not paired with {halves[1 - i].file}") for n in r.notes)
 
 
@@ -267,10 +270,10 @@ def scaled(w8):
 def test_non_finite_metrics_give_no_phase(scaled):
     r = scaled
     assert isinstance(r, V.Report) and r.zoo is not None
-    assert r.rule["phase"] == "unclassified" and r.phase is None
-    assert r.classifier["phase"] is None and r.classifier["probabilities"] == {}
-    assert "performance" in r.classifier["withheld"] and "non-finite" in r.classifier["withheld"]
-    assert "could not be measured" in r.rule["reason"]
+    assert r.rule.phase == "unclassified" and r.phase is None
+    assert r.classifier.phase is None and r.classifier.probabilities == {}
+    assert "performance" in r.classifier.withheld and "non-finite" in r.classifier.withheld
+    assert "could not be measured" in r.rule.reason
     text = V.summary(r)
     assert "PHASE (classifier): none" in text and "IV-A" not in text.split("PHASE (classifier)")[1].split("\n")[0]
 

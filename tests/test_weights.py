@@ -4,9 +4,16 @@ import pytest
 import torch
 from torch import nn
 
+from analysis.kernels.weights import (
+    fit_power_law,
+    fit_power_law_ww,
+    layer_weights,
+    scan_weights,
+    weight_report,
+    ww_eigenvalues,
+)
 from analysis.metrics.catalog import get_metric
 from analysis.metrics.registry import ModelInput
-from analysis.kernels.weights import fit_power_law, fit_power_law_ww, layer_weights, scan_weights, weight_report, ww_eigenvalues
 
 
 def test_layer_statistics():

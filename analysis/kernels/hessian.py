@@ -49,7 +49,7 @@ class HessianOperator:
         self.matvecs = 0
         self._grad: tuple[torch.Tensor, ...] | None = None
 
-    def __enter__(self) -> "HessianOperator":
+    def __enter__(self) -> HessianOperator:
         self._was_training = self.model.training
         self.model.eval()
         with torch.enable_grad():

@@ -11,7 +11,8 @@ import fnmatch
 
 import analysis.metrics.definitions  # noqa: F401  (registers the landscape and weight metrics)
 import analysis.metrics.downstream  # noqa: F401  (registers the downstream studies)
-from analysis.metrics.registry import REGISTRY, Metric, MetricError, Output
+from analysis.metrics.outputs import PUBLISHED, Output
+from analysis.metrics.registry import REGISTRY, Metric, MetricError
 
 
 def get_metric(name: str) -> Metric:
@@ -27,10 +28,11 @@ def list_metrics(pattern: str = "*", scope: str | None = None) -> list[Metric]:
 
 
 def find_output(name: str) -> Output | None:
-    """The declaration of an output name (its sign, scale and role), or None for names no metric emits
-    (e.g. values imported from a published zoo)."""
+    """The declaration of an output name (its sign, scale and role): a registered metric's, else that of a
+    value only published zoos carry (`outputs.PUBLISHED`); None for a name nobody declares (an ad-hoc
+    import)."""
     for m in list_metrics():
         for o in m.outputs:
             if o.name == name:
                 return o
-    return None
+    return PUBLISHED.get(name)

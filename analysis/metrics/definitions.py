@@ -14,12 +14,13 @@ import torch
 from analysis.kernels.cka import linear_cka
 from analysis.kernels.connectivity import PathProfile, bezier_curve, linear_path
 from analysis.kernels.hessian import HessianOperator, parameter_groups
-from analysis.metrics.registry import ModelInput, Output, Value, register
 from analysis.kernels.relu_trace import is_relu_mlp, relu_mlp_hessian_trace
 from analysis.kernels.spectral import hutchinson, hutchpp, lanczos_topk, slq_density
 from analysis.kernels.weights import PERCENTILES, PowerLawFit, scan_weights
-from data.tasks.objectives import PINN_TERMS
+from analysis.metrics.outputs import LOG_MEAN
+from analysis.metrics.registry import ModelInput, Output, Value, register
 from data.tasks.builtin import TaskData
+from data.tasks.objectives import PINN_TERMS
 from data.training.train import scores
 
 SPLITS = ("train", "test")
@@ -42,14 +43,16 @@ def _check_finite(m: ModelInput) -> None:
 # ----------------------------------------------------------------------------- performance
 @register("performance", scope="model", needs_data=True, outputs=[
     Output("train_loss", "higher = worse fit of the training set (the task's loss: cross-entropy in nats, "
-           "or the PINN loss)", log_scale=True, role="fit"),
-    Output("train_acc", "higher = better fit of the training set", unit="fraction"),
-    Output("test_loss", "higher = worse generalisation (PINN: MSE against the exact solution)", log_scale=True),
-    Output("test_acc", "higher = better generalisation", unit="fraction"),
-    Output("generalization_gap", "train_acc − test_acc; higher = more over-fitted", unit="fraction"),
+           "or the PINN loss)", log_scale=True, role="fit", label="train loss"),
+    Output("train_acc", "higher = better fit of the training set", unit="fraction", label="train accuracy"),
+    Output("test_loss", "higher = worse generalisation (PINN: MSE against the exact solution)", log_scale=True,
+           label="test loss"),
+    Output("test_acc", "higher = better generalisation", unit="fraction", label="test accuracy"),
+    Output("generalization_gap", "train_acc − test_acc; higher = more over-fitted", unit="fraction",
+           label="generalisation gap", signed=True),
     *[Output(f"train_loss_{t}", f"the PINN loss's {t} term; higher = worse", log_scale=True) for t in PINN_TERMS],
     Output("rel_l2_error", "‖u − u*‖₂/‖u*‖₂ on the 256 × 100 grid; ≈ 1 = the PINN failed", log_scale=True,
-           unit="fraction"),
+           unit="fraction", label="relative L2 error"),
 ])
 def performance(m: ModelInput) -> list[Value]:
     """Train/test loss re-evaluated in eval mode on the full splits (training labels as trained, noise
@@ -74,7 +77,7 @@ def performance(m: ModelInput) -> list[Value]:
     Output("fit_epoch", "first logged epoch with training accuracy ≥ the fit threshold", unit="epochs"),
     Output("generalization_epoch", "first logged epoch with test accuracy ≥ the test threshold", unit="epochs"),
     Output("grokking_delay", "generalization_epoch − fit_epoch: how long generalisation lags memorisation; "
-           "higher = later grokking", unit="epochs"),
+           "higher = later grokking", unit="epochs", label="grokking delay"),
     Output("fitted", "1 if the training set was fitted by this epoch"),
     Output("generalized", "1 if the test set was generalised to by this epoch"),
 ])
@@ -101,9 +104,11 @@ def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: floa
 # hessian_trace_hutchpp rows changed, so analysis.runner.recompute carries the others over
 @register("hessian", scope="model", needs_data=True, version=3, outputs=[
     Output("hessian_top_eigenvalue", "higher = sharper minimum", log_scale=True, role="sharpness",
-           coord="rank"),
-    Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness"),
-    Output("hessian_trace_hutchinson", "higher = sharper minimum", log_scale=True),
+           coord="rank", aggregate=LOG_MEAN, label="top Hessian eigenvalue"),
+    Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness",
+           aggregate=LOG_MEAN, label="Hessian trace (Hutch++)"),
+    Output("hessian_trace_hutchinson", "higher = sharper minimum", log_scale=True,
+           aggregate=LOG_MEAN, label="Hessian trace (Hutchinson)"),
     Output("hessian_esd", "spectral density of the Hessian", coord="eigenvalue"),
 ])
 def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10, batch_size: int = 64,
@@ -160,7 +165,7 @@ def hessian_hutchpp_only(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_b
 @register("hessian_trace_exact", scope="model", needs_data=True, applies=is_relu_mlp, kinds=["classification"],
           outputs=[
     Output("hessian_trace_exact", "higher = sharper minimum (exact, ReLU perceptrons only)", log_scale=True,
-           role="sharpness"),
+           role="sharpness", aggregate=LOG_MEAN, label="Hessian trace (exact)"),
 ])
 def hessian_trace_exact(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10,
                         batch_size: int = 64, seed: int = 0) -> list[Value]:
@@ -174,8 +179,10 @@ def hessian_trace_exact(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_ba
 
 # version 2: the honest Hutch++ (see `hessian`); only hessian_layer_trace rows changed
 @register("hessian_layers", scope="model", needs_data=True, version=2, outputs=[
-    Output("hessian_layer_top_eigenvalue", "higher = sharper along this layer", log_scale=True, per_layer=True),
-    Output("hessian_layer_trace", "higher = sharper along this layer", log_scale=True, per_layer=True),
+    Output("hessian_layer_top_eigenvalue", "higher = sharper along this layer", log_scale=True, per_layer=True,
+           aggregate=LOG_MEAN),
+    Output("hessian_layer_trace", "higher = sharper along this layer", log_scale=True, per_layer=True,
+           aggregate=LOG_MEAN),
 ])
 def hessian_layers(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_batches: int = 10,
                    batch_size: int = 64, tol: float = 1e-4, max_iter: int = 100, sketch: int = 10,
@@ -211,7 +218,7 @@ def hessian_layers_trace_only(m: ModelInput, *, splits: tuple[str, ...] = ("trai
 
 # ----------------------------------------------------------------------------- data-free
 # version 2: adds alpha_ww (WeightWatcher 0.7.7's fit), skips zero-size layers, per-model log σ₁ in float64
-# over layers with σ₁ > 0; `python -m analysis.runner.recompute ZOO --metrics weights` updates stored rows
+# over layers with σ₁ > 0; `phasezoo recompute ZOO --metrics weights` updates stored rows
 @register("weights", scope="model", needs_data=False, version=2, outputs=[
     Output("weight_mean", "mean weight", per_layer=True),
     Output("weight_var", "weight variance", per_layer=True, log_scale=True),
@@ -275,7 +282,8 @@ def _cka_values(name: str, xa: torch.Tensor, xb: torch.Tensor) -> list[Value]:
 
 
 @register("cka_logits_test", scope="pair", needs_data=True, outputs=[
-    Output("cka_logits_test", "higher = more similar representations", role="similarity"),
+    Output("cka_logits_test", "higher = more similar representations", role="similarity",
+           label="CKA (logits, test)", bounds=(0.0, 1.0)),
     Output("cka_logits_test_debiased", "higher = more similar representations"),
 ])
 def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_size: int = 125) -> list[Value]:
@@ -299,7 +307,8 @@ def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_s
 
 
 @register("cka_softmax_mixup", scope="pair", needs_data=True, kinds=["classification"], outputs=[
-    Output("cka_softmax_mixup", "higher = more similar representations", role="similarity"),
+    Output("cka_softmax_mixup", "higher = more similar representations", role="similarity",
+           label="CKA (softmax, mixup)", bounds=(0.0, 1.0)),
     Output("cka_softmax_mixup_debiased", "higher = more similar representations"),
 ])
 def cka_softmax_mixup(a: ModelInput, b: ModelInput, *, n: int = 640, beta: float = 16.0, seed: int = 0) -> list[Value]:
@@ -325,7 +334,8 @@ def _path_values(prefix: str, p: PathProfile) -> list[Value]:
 
 def _path_outputs(prefix: str, what: str) -> list[Output]:
     return [Output(prefix, f"mc along the {what} (training error in % points; decades of training loss for "
-                           "regression): < 0 barrier, > 0 ends not converged, ≈ 0 well connected", role="connectivity"),
+                           "regression): < 0 barrier, > 0 ends not converged, ≈ 0 well connected", role="connectivity",
+                   label=f"mode connectivity mc ({what})"),
             Output(f"{prefix}_endpoint_dominated", "1 if the ends differ and every interior point lies between their "
                    "errors (|mc| ≤ the ends' half-difference: mc then says only which end the path stays nearer to)"),
             Output(f"{prefix}_error", f"training error (%; log10 of the loss for regression) along the {what}",
@@ -338,7 +348,7 @@ def _params(m: ModelInput) -> dict[str, torch.Tensor]:
 
 
 # version 2: t* over the interior of the path, sign-neutral ties, the end-point band flag (analysis.kernels.connectivity);
-# stored rows of version 1 are rewritten from their profiles by `python -m analysis.runner.mc_recompute ZOO`
+# stored rows of version 1 are rewritten from their profiles by `phasezoo mc-recompute ZOO`
 @register("mc_linear", scope="pair", needs_data=True, version=2, outputs=_path_outputs("mc_linear", "straight line"))
 def mc_linear(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
     """Mode connectivity on the straight line between the two models (11 points), training split."""

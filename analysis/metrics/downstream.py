@@ -1,7 +1,7 @@
 """The downstream studies as registered metrics (science.md §4), stored beside the landscape metrics so the
 phase diagram can show them. Kernels in analysis.kernels.downstream; accuracies are fractions of the test split.
 
-    python -m analysis.runner.run ZOO --metrics 'ensemble,average_*,transfer,prune'     (make downstream)
+    phasezoo run ZOO --metrics 'ensemble,average_*,transfer,prune'     (make downstream)
 """
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ import torch
 from torch import nn
 
 from analysis.kernels.connectivity import linear_path
-from analysis.kernels.downstream import (accuracy, apply_masks, average_states, ensemble, fine_tune, magnitude_masks,
-                                 predict_proba, recalibrate_batchnorm, reset_head, weight_matching)
+from analysis.kernels.downstream import (
+    accuracy,
+    apply_masks,
+    average_states,
+    ensemble,
+    fine_tune,
+    magnitude_masks,
+    predict_proba,
+    recalibrate_batchnorm,
+    reset_head,
+    weight_matching,
+)
 from analysis.metrics.registry import ModelInput, Output, Value, register
 from data.models.stacked_mlp import layer_plan
 from data.tasks.builtin import load_task
@@ -41,8 +51,10 @@ def _test_acc(m: ModelInput, model: nn.Module | None = None) -> float:
 @register("ensemble", scope="cell", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("ensemble_test_acc", "accuracy of the seeds' averaged probabilities", unit="fraction"),
     Output("ensemble_test_nll", "NLL of the seeds' averaged probabilities; lower = better", unit="nats"),
-    Output("ensemble_acc_gain", "ensemble − mean seed accuracy; higher = the seeds err differently", unit="fraction"),
-    Output("ensemble_nll_gain", "mean seed NLL − ensemble NLL; higher = more gained", unit="nats"),
+    Output("ensemble_acc_gain", "ensemble − mean seed accuracy; higher = the seeds err differently", unit="fraction",
+           signed=True),
+    Output("ensemble_nll_gain", "mean seed NLL − ensemble NLL; higher = more gained", unit="nats",
+           signed=True),
     Output("ensemble_disagreement", "fraction of test inputs two seeds label differently (pair mean)",
            unit="fraction"),
 ])
@@ -61,7 +73,8 @@ def ensemble_metric(*members: ModelInput) -> list[Value]:
 # ----------------------------------------------------------------------------- averaging
 @register("average_epochs", scope="model", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("average_epochs_test_acc", "accuracy of the uniform average of the last k checkpoints", unit="fraction"),
-    Output("average_epochs_acc_delta", "averaged − final model accuracy; higher = averaging helps", unit="fraction"),
+    Output("average_epochs_acc_delta", "averaged − final model accuracy; higher = averaging helps", unit="fraction",
+           signed=True),
 ])
 def average_epochs(m: ModelInput, *, k: int = 3) -> list[Value]:
     """The uniform average of the model's last k stored checkpoints up to this epoch (PTMZ: the last 5
@@ -80,7 +93,7 @@ def average_epochs(m: ModelInput, *, k: int = 3) -> list[Value]:
 
 @register("average_seeds", scope="pair", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("average_seeds_acc_delta", "accuracy of the plain weight average − mean of the two seeds'",
-           unit="fraction"),
+           unit="fraction", signed=True),
 ])
 def average_seeds(a: ModelInput, b: ModelInput) -> list[Value]:
     """The plain average of two seeds' weights (no alignment), against their mean accuracy."""
@@ -92,9 +105,9 @@ def average_seeds(a: ModelInput, b: ModelInput) -> list[Value]:
 @register("average_aligned", scope="pair", needs_data=True, applies=is_stack, kinds=["classification"],
           outputs=[
     Output("average_aligned_acc_delta", "accuracy of the average after weight matching − mean of the seeds'",
-           unit="fraction"),
+           unit="fraction", signed=True),
     Output("average_aligned_mc", "mc on the straight line after alignment (points): < 0 barrier, ≈ 0 connected",
-           unit="% points"),
+           unit="% points", signed=True),
     Output("average_aligned_path_loss", "training loss along the line between aligned seeds", coord="t",
            unit="nats"),
     Output("average_aligned_path_error", "training error (%) along the line between aligned seeds", coord="t",

@@ -23,22 +23,12 @@ from typing import Any
 import polars as pl
 from torch import nn
 
+from analysis.metrics.outputs import Output
 from data.tasks.builtin import TASK_KINDS, TaskData
 
 
 class MetricError(ValueError):
     """An unknown metric name, or a metric that cannot run on the given models."""
-
-
-@dataclass(frozen=True)
-class Output:
-    name: str
-    sign: str  # what a larger value means, in words
-    log_scale: bool = False
-    role: str = ""  # its role in the phase taxonomy (science.md §1), "" if none
-    unit: str = ""
-    coord: str = ""  # what `coord` holds for curve outputs ("t", "eigenvalue", "rank"), "" for scalars
-    per_layer: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,7 @@ class Metric:
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def with_params(self, **overrides: Any) -> "Metric":
+    def with_params(self, **overrides: Any) -> Metric:
         unknown = set(overrides) - set(self.params)
         if unknown:
             raise MetricError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.params)}")

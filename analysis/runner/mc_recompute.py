@@ -1,7 +1,7 @@
 """Rewrite a zoo's stored mode-connectivity readings from its stored profiles; no curve is retrained.
 
-    python -m analysis.runner.mc_recompute data/zoos/mnist1d-mlp              # rewrite, list what changed
-    python -m analysis.runner.mc_recompute data/zoos/mnist1d-mlp --dry-run    # list only, write nothing
+    phasezoo mc-recompute data/zoos/mnist1d-mlp              # rewrite, list what changed
+    phasezoo mc-recompute data/zoos/mnist1d-mlp --dry-run    # list only, write nothing
 
 mc and its `endpoint_dominated` flag are functions of the path's error profile alone
 (`analysis.kernels.connectivity.mc_from_profile`), and the profile is stored: the `<prefix>_error` rows, coord = t.
@@ -31,8 +31,9 @@ from analysis.kernels.connectivity import mc_from_profile
 from analysis.metrics.catalog import get_metric
 from analysis.metrics.registry import Metric
 from analysis.runner.run import zoo_metric
+from data.cli import run_cli
 from data.zoo.schema import METRICS
-from data.zoo.store import METRICS_FILE, Zoo, ZooError, atomic_write, read_metrics, writer_lock
+from data.zoo.store import METRICS_FILE, Zoo, atomic_write, read_metrics, writer_lock
 
 PROFILE_METRICS = ("mc_linear", "mc_bezier")  # metrics whose readings are functions of their stored profile
 UNIT = ["model_id", "other_id", "epoch"]  # one pair of models at one epoch
@@ -128,29 +129,27 @@ def recompute_zoo(root: str | Path, names: Sequence[str] = PROFILE_METRICS, dry_
     return done
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.runner.mc_recompute", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runner.mc_recompute") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo", type=Path, help="zoo directory")
     ap.add_argument("--metrics", default=",".join(PROFILE_METRICS), help="comma-separated (default: %(default)s)")
     ap.add_argument("--dry-run", action="store_true", help="list what would change; write nothing")
     args = ap.parse_args(argv)
     names = [n for n in args.metrics.split(",") if n]
-    if unknown := sorted(set(names) - set(PROFILE_METRICS)):
-        print(f"error: {unknown} are not recomputable from stored profiles; known: {list(PROFILE_METRICS)}",
-              file=sys.stderr)
-        return 2
-    try:
+
+    def body() -> int:
+        if unknown := sorted(set(names) - set(PROFILE_METRICS)):
+            raise ValueError(f"{unknown} are not recomputable from stored profiles; known: {list(PROFILE_METRICS)}")
         reports = recompute_zoo(args.zoo, names, args.dry_run)
-    except (ZooError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for r in reports:
-        print(f"{r.metric}: {r.units} pair-epochs {r.old_hash} → {r.new_hash}, {len(r.changes)} changed, "
-              f"{r.superseded} superseded" + (" (dry run)" if args.dry_run else ""))
-        for c in r.changes:
-            print(f"  {c.model_id} & {c.other_id} @ {c.epoch}: mc {c.old_mc:+.4g} → {c.new_mc:+.4g}, "
-                  f"endpoint_dominated {c.old_flag:g} → {c.new_flag:g}")
-    return 0
+        for r in reports:
+            print(f"{r.metric}: {r.units} pair-epochs {r.old_hash} → {r.new_hash}, {len(r.changes)} changed, "
+                  f"{r.superseded} superseded" + (" (dry run)" if args.dry_run else ""))
+            for c in r.changes:
+                print(f"  {c.model_id} & {c.other_id} @ {c.epoch}: mc {c.old_mc:+.4g} → {c.new_mc:+.4g}, "
+                      f"endpoint_dominated {c.old_flag:g} → {c.new_flag:g}")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

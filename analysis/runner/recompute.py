@@ -1,7 +1,7 @@
 """Recompute only the outputs of a metric whose computation changed; carry its other outputs' rows over.
 
-    python -m analysis.runner.recompute data/zoos/mnist1d-mlp --estimate      # time it on two models, predict
-    python -m analysis.runner.recompute data/zoos/mnist1d-mlp --workers 2     # rewrite the stale rows
+    phasezoo recompute data/zoos/mnist1d-mlp --estimate      # time it on two models, predict
+    phasezoo recompute data/zoos/mnist1d-mlp --workers 2     # rewrite the stale rows
 
 A metric's version enters its `params_hash` (analysis.metrics.registry), so bumping it makes every stored row of
 the metric stale for the runner (analysis.runner.run), which would recompute all of its outputs. When a bump
@@ -12,7 +12,7 @@ computes the changed outputs, relabels the unchanged outputs' rows with the new 
 and replaces that unit's old rows in one atomic rewrite of metrics.parquet under the zoo's writer lock.
 
 A unit is either all-old or all-new at every moment, so an interrupted run resumes where it stopped. A
-unit that fails keeps its old rows (reported; `python -m analysis.runner.run` recomputes it in full), as does a
+unit that fails keeps its old rows (reported; `phasezoo run` recomputes it in full), as does a
 unit stored with an error row under the old hash. Nothing is written with --estimate.
 """
 from __future__ import annotations
@@ -29,14 +29,19 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from analysis.metrics.definitions import (WEIGHTS_V2_CHANGED, hessian_hutchpp_only, hessian_layers_trace_only,
-                                  weights_ww_only)
 from analysis.metrics.catalog import get_metric
+from analysis.metrics.definitions import (
+    WEIGHTS_V2_CHANGED,
+    hessian_hutchpp_only,
+    hessian_layers_trace_only,
+    weights_ww_only,
+)
 from analysis.metrics.registry import Metric, MetricError, ModelInput, Value
 from analysis.runner.run import predicted_seconds, zoo_metric
+from data.cli import run_cli
+from data.training.workers import LOCAL, format_duration, run_unordered
 from data.zoo.schema import METRICS
 from data.zoo.store import METRICS_FILE, Zoo, ZooError, atomic_write, read_metrics, writer_lock
-from data.training.workers import LOCAL, format_duration, run_unordered
 
 log = logging.getLogger("phasezoo.recompute")
 
@@ -245,8 +250,8 @@ def estimate(root: str | Path, names: Sequence[str], workers: int = 2) -> dict[s
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.runner.recompute", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runner.recompute") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo", help="zoo directory")
     ap.add_argument("--metrics", default=",".join(PARTIALS), help=f"comma-separated, of {sorted(PARTIALS)}")
     ap.add_argument("--workers", type=int, default=2)
@@ -258,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n for n in args.metrics.split(",") if n]
-    try:
+
+    def body() -> int:
         if unknown := set(names) - set(PARTIALS):
             raise MetricError(f"no partial recompute for {sorted(unknown)}; known: {sorted(PARTIALS)}")
         if args.estimate:
@@ -267,12 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compute_only and args.stage is None:
             raise ValueError("--compute-only needs --stage (else the computed rows are lost)")
         reports = recompute(args.zoo, names, args.workers, args.flush_every, args.stage, not args.compute_only)
-    except (MetricError, ZooError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for r in reports:
-        print(f"{args.zoo}: {r}")
-    return 1 if any(r.failures for r in reports) else 0
+        for r in reports:
+            print(f"{args.zoo}: {r}")
+        return 1 if any(r.failures for r in reports) else 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

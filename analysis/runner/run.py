@@ -1,8 +1,8 @@
 """The metric runner: the one loop over a zoo's models, seed pairs and cells.
 
-    python -m analysis.runner.run data/zoos/mnist1d-mlp                      # every metric, analysis epochs
-    python -m analysis.runner.run ZOO --metrics 'hessian*,performance' --epochs 300 --models 'width256*'
-    python -m analysis.runner.run --list                                     # the registry
+    phasezoo run data/zoos/mnist1d-mlp                      # every metric, analysis epochs
+    phasezoo run ZOO --metrics 'hessian*,performance' --epochs 300 --models 'width256*'
+    phasezoo run --list                                     # the registry
 
 A task is one model (all requested model-scope metrics, the checkpoint loaded once), one pair of seeds
 of a grid cell (all pair-scope metrics) or all seeds of a cell (cell-scope metrics) at one epoch. Tasks
@@ -37,14 +37,32 @@ from tqdm import tqdm
 
 from analysis.metrics.catalog import get_metric, list_metrics
 from analysis.metrics.registry import CELL, Metric, MetricError, ModelInput, Value
-from data.models.archs import build_model
+from data.cli import run_cli
 from data.device import resolve_device
+from data.models.archs import build_model
 from data.tasks.builtin import TASKS
+from data.training.workers import (
+    LOCAL,
+    Executor,
+    add_executor_args,
+    executor_from_args,
+    format_duration,
+    run_unordered,
+    signals_deferred,
+    stop_on_signals,
+    task_slots,
+)
 from data.zoo.schema import METRICS
-from data.zoo.store import (METRICS_FILE, TableLog, Zoo, ZooError, atomic_write, read_metrics, remove_stale_temporaries,
-                        writer_lock)
-from data.training.workers import (LOCAL, Executor, ExecutorError, Interrupted, add_executor_args, executor_from_args,
-                          format_duration, run_unordered, signals_deferred, stop_on_signals, task_slots)
+from data.zoo.store import (
+    METRICS_FILE,
+    TableLog,
+    Zoo,
+    ZooError,
+    atomic_write,
+    read_metrics,
+    remove_stale_temporaries,
+    writer_lock,
+)
 
 log = logging.getLogger("phasezoo.metrics")
 
@@ -360,8 +378,8 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
     return RunReport(n_tasks, n_rows, n_fail, time.perf_counter() - t0, busy, cells, est)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.runner.run", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runner.run") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo", nargs="?", help="zoo directory")
     ap.add_argument("--metrics", default="", help="comma-separated names or wildcards (default: all)")
     ap.add_argument("--epochs", default="",
@@ -378,29 +396,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
                         format="%(message)s")
-    try:
-        if args.list:
-            for m in list_metrics():
-                print(f"{m.name:20s} {m.scope:5s} {'data' if m.needs_data else 'data-free':9s} "
-                      f"outputs: {', '.join(o.name for o in m.outputs)}")
-            return 0
-        if not args.zoo:
-            ap.error("a zoo directory is required (or --list)")
+    if args.list:
+        for m in list_metrics():
+            print(f"{m.name:20s} {m.scope:5s} {'data' if m.needs_data else 'data-free':9s} "
+                  f"outputs: {', '.join(o.name for o in m.outputs)}")
+        return 0
+    if not args.zoo:
+        ap.error("a zoo directory is required (or --list)")
+
+    def body() -> int:
         metrics = resolve_metrics([p for p in args.metrics.split(",") if p])
         epochs = ([Zoo.open(args.zoo).spec.analysis_epochs[-1]] if args.epochs == "last"
                   else [int(e) for e in args.epochs.split(",") if e])
         with stop_on_signals():
             rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet,
                       args.flush_every, executor_from_args(args), args.estimate)
-    except Interrupted as e:  # the workers are stopped and every finished task's rows are flushed
-        print(f"interrupted by {e.signame}: finished metric rows are kept in {args.zoo} — rerun the same command "
-              "to resume", file=sys.stderr)
-        return e.exit_status
-    except (MetricError, ZooError, ExecutorError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.zoo}: {rep}")
-    return 1 if rep.failures else 0
+        print(f"{args.zoo}: {rep}")
+        return 1 if rep.failures else 0
+
+    # interrupted: the workers are stopped and every finished task's rows are flushed
+    return run_cli(body, interrupted_hint=f"finished metric rows are kept in {args.zoo}")
 
 
 if __name__ == "__main__":

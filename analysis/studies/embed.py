@@ -1,6 +1,6 @@
 """Weight-space embeddings: PCA and UMAP of a zoo's weights, one 2-D map per stored epoch.
 
-    python -m analysis.studies.embed data/zoos/mnist1d-mlp [--epochs 150,300] [--methods pca,umap]
+    phasezoo embed data/zoos/mnist1d-mlp [--epochs 150,300] [--methods pca,umap]
 
 Each model is its flattened parameters (BatchNorm statistics excluded), zero-padded to the widest model
 of the zoo exactly as the batched trainer pads them (data.training.train.stack_padded): a narrower model is the
@@ -21,6 +21,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from data.cli import run_cli
 from data.zoo.paths import read_parquet  # a regular file of bounded size, never a FIFO
 from data.zoo.schema import EMBEDDINGS
 from data.zoo.store import Zoo, ZooError, atomic_write, writer_lock
@@ -108,21 +109,21 @@ def read_embeddings(root: str | Path) -> pl.DataFrame:
     return EMBEDDINGS.validate(read_parquet(path)) if path.exists() else EMBEDDINGS.empty()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.studies.embed", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.studies.embed") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo")
     ap.add_argument("--epochs", default="", help="comma-separated stored epochs (default: all stored)")
     ap.add_argument("--methods", default="pca,umap", help="comma-separated: pca, umap")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         table = embed_zoo(args.zoo, [int(e) for e in args.epochs.split(",") if e],
                           [m for m in args.methods.split(",") if m])
-    except (ZooError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.zoo}: {table.height} embedded points ({', '.join(sorted(table['method'].unique()))}) "
-          f"-> {EMBEDDINGS_FILE}")
-    return 0
+        print(f"{args.zoo}: {table.height} embedded points ({', '.join(sorted(table['method'].unique()))}) "
+              f"-> {EMBEDDINGS_FILE}")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The published downstream findings (science.md §4, Schürholt et al. 2025), re-tested on a zoo's own
 downstream metrics, whether they agree or not.
 
-    python -m analysis.studies.findings data/zoos/mnist1d-mlp [--epoch 300]
+    phasezoo findings data/zoos/mnist1d-mlp [--epoch 300]
 
 1. Averaging over epochs helps most in phases I/II (hot, under-fitted): per-phase mean Δ accuracy.
 2. Averaging over seeds hurts least in IV-B: per-phase mean Δ accuracy after weight matching.
@@ -22,6 +22,7 @@ import polars as pl
 
 from analysis.taxonomy.cells import metric_cells
 from analysis.taxonomy.phases import PHASES, classify, default_thresholds, zoo_cells
+from data.cli import run_cli
 
 
 @dataclass(frozen=True)
@@ -121,19 +122,18 @@ def retest(root, epoch: int | None = None) -> list[Finding]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.studies.findings", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.studies.findings") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo")
     ap.add_argument("--epoch", type=int, help="analysis epoch (default: the last)")
     args = ap.parse_args(argv)
-    try:
-        findings = retest(args.zoo, args.epoch)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for f in findings:
-        print(f"- {f.claim}: {f.verdict.upper()}\n    {f.evidence}")
-    return 0
+
+    def body() -> int:
+        for f in retest(args.zoo, args.epoch):
+            print(f"- {f.claim}: {f.verdict.upper()}\n    {f.evidence}")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

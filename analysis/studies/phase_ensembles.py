@@ -1,6 +1,6 @@
 """Phase-consistent against phase-crossing ensembles: does it pay to ensemble models of one phase?
 
-    python -m analysis.studies.phase_ensembles data/zoos/mnist1d-mlp [--epoch 300] [--size 3] [--draws 300]
+    phasezoo ensembles data/zoos/mnist1d-mlp [--epoch 300] [--size 3] [--draws 300]
 
 Every model's test-set probabilities at an analysis epoch, and its cell's phase (default thresholds).
 For each phase with enough models, `draws` ensembles of `size` members drawn from that phase alone
@@ -21,10 +21,11 @@ import torch
 
 from analysis.kernels.downstream import ensemble, predict_proba
 from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
+from data.cli import run_cli
+from data.tasks.builtin import TASKS
 from data.zoo.paths import read_parquet  # a regular file of bounded size, never a FIFO
 from data.zoo.schema import PHASE_ENSEMBLES
 from data.zoo.store import ZooError, atomic_write, writer_lock
-from data.tasks.builtin import TASKS
 
 PHASE_ENSEMBLES_FILE = "phase_ensembles.parquet"
 
@@ -82,7 +83,7 @@ def zoo_phase_ensembles(root: str | Path, epoch: int | None = None, size: int = 
     if TASKS[zoo.spec.task].kind == "regression":
         raise ZooError(f"{zoo.name}: a regression zoo ({zoo.spec.task}) has no class probabilities to ensemble")
     if cells["mc"].is_null().all():
-        raise ZooError(f"{zoo.name}: no phase labels at epoch {epoch}: run `python -m analysis.runner.run` first")
+        raise ZooError(f"{zoo.name}: no phase labels at epoch {epoch}: run `phasezoo run` first")
     spec = zoo.spec
     xk, yk = spec.load.knob, spec.temperature.knob
     labels = classify(cells, default_thresholds(cells)).select(xk, yk, "phase")
@@ -103,24 +104,24 @@ def read_phase_ensembles(root: str | Path) -> pl.DataFrame:
     return PHASE_ENSEMBLES.validate(read_parquet(path)) if path.exists() else PHASE_ENSEMBLES.empty()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.studies.phase_ensembles", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.studies.phase_ensembles") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo")
     ap.add_argument("--epoch", type=int, help="analysis epoch (default: the last)")
     ap.add_argument("--size", type=int, default=3, help="members per ensemble (default 3)")
     ap.add_argument("--draws", type=int, default=300, help="ensembles per phase (default 300)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    try:
+
+    def body() -> int:
         table = zoo_phase_ensembles(args.zoo, args.epoch, args.size, args.draws)
-    except (ZooError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=3, tbl_formatting="ASCII_MARKDOWN",
-                   tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
-        print(compare(table))
-    print(f"wrote {Path(args.zoo) / PHASE_ENSEMBLES_FILE} ({table.height} ensembles)")
-    return 0
+        with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=3, tbl_formatting="ASCII_MARKDOWN",
+                       tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
+            print(compare(table))
+        print(f"wrote {Path(args.zoo) / PHASE_ENSEMBLES_FILE} ({table.height} ensembles)")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

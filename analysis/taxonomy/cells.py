@@ -4,8 +4,12 @@ Per-seed values stay in the catalog; these frames aggregate for display (mean, s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
+from analysis.metrics.outputs import LOG_MEAN, MEAN, Aggregate
+from data.tasks.builtin import TASKS
 from data.zoo.spec import ZooSpec
 
 
@@ -37,21 +41,54 @@ def coverage(catalog: pl.DataFrame, spec: ZooSpec) -> pl.DataFrame:
             .sort(axes))
 
 
-# The per-model scalars the taxonomy uses: quantity -> candidate (output name, split, coord) rows of
-# metrics.parquet, the first one a model has wins (e.g. the exact Hessian trace where it exists, else a
-# stochastic one; imported zoos carry PyHessian's Hutchinson traces). Hessian quantities are aggregated as
-# ln(seed mean) (PTMZ's convention); the rest as seed/pair means.
-CELL_QUANTITIES = {
-    "train_loss": [("train_loss", "train", None)],
-    "test_acc": [("test_acc", "test", None)],
-    "hessian_trace": [("hessian_trace_exact", "train", None), ("hessian_trace_hutchpp", "train", None),
-                      ("hessian_trace_hutchinson", "train", None)],
-    "hessian_top_eigenvalue": [("hessian_top_eigenvalue", "train", 1.0)],
-    "mc": [("mc_bezier", "train", None)],
-    "mc_linear": [("mc_linear", "train", None)],
-    "cka": [("cka_logits_test", "test", None)],
-}
-LOG_MEAN = frozenset({"hessian_trace", "hessian_top_eigenvalue"})
+@dataclass(frozen=True)
+class Quantity:
+    """A per-model (or per-pair) scalar the taxonomy uses, declared once: where its rows come from, how a cell
+    aggregates it, and how views name and scale it.
+
+    `candidates` are (output name, split, coord) rows of metrics.parquet; the first one a model has wins (e.g.
+    the exact Hessian trace where it exists, else a stochastic one; imported zoos carry PyHessian's Hutchinson
+    traces). `aggregate` and `log_scale` are those of its candidate outputs (tests/test_declarations.py).
+    """
+
+    name: str
+    candidates: tuple[tuple[str, str | None, float | None], ...]
+    label: str  # human name, for captions and axes
+    aggregate: Aggregate = MEAN
+    log_scale: bool = False  # its values span decades: log axes
+    task_unit: str = ""  # which of the task's units it is in ("loss", "mc": TaskDef.units), "" = none
+    rule: str = ""  # what its threshold says, in words
+
+    def unit(self, task: str) -> str:
+        """Its unit on `task` (a classifier's loss is in nats, a PINN's has none of its own)."""
+        return TASKS[task].units[self.task_unit] if self.task_unit else ""
+
+    def axis_title(self, task: str) -> str:
+        unit = self.unit(task)
+        return self.label + (f" [{unit}]" if unit else "")
+
+    def caption(self, task: str) -> str:
+        """Label, unit and rule in one line: the title of its evidence chart ("train loss [nats]: above τ_L =
+        under-fitted")."""
+        return self.axis_title(task) + (f": {self.rule}" if self.rule else "")
+
+
+QUANTITIES = {q.name: q for q in (
+    Quantity("train_loss", (("train_loss", "train", None),), "train loss", log_scale=True, task_unit="loss",
+             rule="above τ_L = under-fitted"),
+    Quantity("test_acc", (("test_acc", "test", None),), "test accuracy"),
+    Quantity("hessian_trace", (("hessian_trace_exact", "train", None), ("hessian_trace_hutchpp", "train", None),
+                               ("hessian_trace_hutchinson", "train", None)), "Hessian trace (train)", LOG_MEAN,
+             log_scale=True, rule="sharpness, no threshold"),
+    Quantity("hessian_top_eigenvalue", (("hessian_top_eigenvalue", "train", 1.0),),
+             "top Hessian eigenvalue (train)", LOG_MEAN, log_scale=True, rule="sharpness, no threshold"),
+    Quantity("mc", (("mc_bezier", "train", None),), "mode connectivity mc (Bézier)", task_unit="mc",
+             rule="below −ε = barrier"),
+    Quantity("mc_linear", (("mc_linear", "train", None),), "mode connectivity mc (linear)", task_unit="mc"),
+    Quantity("cka", (("cka_logits_test", "test", None),), "CKA (logits, test)", rule="in IV, above τ_C = IV-B"),
+)}
+# name -> candidates, the form the row selectors below take (also for ad-hoc quantities of one metric)
+CELL_QUANTITIES = {name: list(q.candidates) for name, q in QUANTITIES.items()}
 
 
 def unit_values(rows: pl.DataFrame, quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
@@ -94,7 +131,7 @@ def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoc
     for name in quantities:
         v = pl.col("value")
         agg = units.filter(pl.col("quantity") == name).group_by(axes).agg(
-            (v.mean().log() if name in LOG_MEAN else v.mean()).alias(name),
+            (QUANTITIES[name].aggregate if name in QUANTITIES else MEAN).expr(v).alias(name),
             v.std().alias(f"{name}_std"), v.min().alias(f"{name}_min"), v.max().alias(f"{name}_max"),
             pl.len().cast(pl.Int64).alias(f"{name}_n"))
         table = table.join(agg, on=axes, how="left")
@@ -111,20 +148,25 @@ def cell_label(spec: ZooSpec, load_value, temperature_value) -> str:
     return f"{spec.load.knob}={load_value} · {spec.temperature.knob}={temperature_value}"
 
 
+def scalar_rows() -> pl.Expr:
+    """Metrics-schema rows with one model-level value per model or pair (no layer, no curve), plus the top
+    Hessian eigenvalue (coord = rank 1)."""
+    top_eigenvalue = (pl.col("metric") == "hessian_top_eigenvalue") & (pl.col("coord") == 1.0)
+    return pl.col("layer").is_null() & (pl.col("coord").is_null() | top_eigenvalue)
+
+
 def scalar_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
-    """The (metric, split) pairs with one model-level value per model or pair (no layer, no curve), plus the
-    top Hessian eigenvalue (coord = rank 1): what a per-cell heatmap can show."""
-    ok = metrics.filter(pl.col("layer").is_null() & pl.col("error").is_null()
-                        & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue")
-                                                        & (pl.col("coord") == 1.0))))
+    """The (metric, split, coord) rows of `scalar_rows` that did not fail: what a per-cell heatmap can show."""
+    ok = metrics.filter(scalar_rows() & pl.col("error").is_null())
     return ok.select("metric", "split", "coord").unique().sort("metric", "split", nulls_last=True)
 
 
 def metric_cells(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int, metric: str,
                  split: str | None, coord: float | None = None, how: str = "mean",
-                 log_mean: bool = False) -> pl.DataFrame:
-    """One metric per cell: <load>, <temperature>, value, n_seeds. `how` is mean, min, max or `seed N` (that
-    seed only); with `log_mean` the mean is ln(mean) (PTMZ's convention for Hessian quantities)."""
+                 aggregate: Aggregate = MEAN) -> pl.DataFrame:
+    """One metric per cell: <load>, <temperature>, value, n_seeds. `how` is mean (the output's declared
+    `aggregate`), `seed N` (that seed only, through the same aggregate: ln of its value for a log_mean output),
+    or min / max (the raw seed values)."""
     axes = [spec.load.knob, spec.temperature.knob]
     units = per_unit_values(metrics, catalog, spec, epoch, {"v": [(metric, split, coord)]})
     if how.startswith("seed "):
@@ -132,5 +174,5 @@ def metric_cells(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, ep
         units = units.join(seeds, on="model_id").filter(pl.col("seed") == int(how.split()[1]))
         how = "mean"
     v = pl.col("value")
-    agg = {"mean": v.mean().log() if log_mean else v.mean(), "min": v.min(), "max": v.max()}[how]
+    agg = {"mean": aggregate.expr(v), "min": v.min(), "max": v.max()}[how]
     return units.group_by(axes).agg(agg.alias("value"), pl.len().cast(pl.Int64).alias("n_seeds")).sort(axes)

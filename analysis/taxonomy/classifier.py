@@ -12,7 +12,7 @@ regression with balanced class weights): any estimator with the same contract ca
 validation holds out whole cells (leave-one-cell-out: the cell's seeds and epochs never train the model
 that predicts them) or whole seeds.
 
-    python -m analysis.taxonomy.classifier data/zoos/mnist1d-mlp      # validation: accuracy, confusion matrix
+    phasezoo classifier data/zoos/mnist1d-mlp      # validation: accuracy, confusion matrix
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import polars as pl
 
 from analysis.taxonomy.cells import CELL_QUANTITIES, unit_values
 from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
+from data.cli import run_cli
 
 # feature -> candidate (metric, split, coord) rows, as analysis.taxonomy.cells.CELL_QUANTITIES
 QUANTITIES = {
@@ -63,7 +64,7 @@ def model_features(rows: pl.DataFrame, n_params: dict[str, int]) -> pl.DataFrame
 
 def training_set(root, epochs: Sequence[int] | None = None) -> pl.DataFrame:
     """Every model of a zoo at its analysis epochs with its features and its cell's phase (default
-    thresholds, as `python -m analysis.taxonomy.phases` writes them): model_id, epoch, seed, cell, phase, features."""
+    thresholds, as `phasezoo phases` writes them): model_id, epoch, seed, cell, phase, features."""
     from data.zoo.store import Zoo, read_metrics
 
     zoo = Zoo.open(root)
@@ -80,7 +81,7 @@ def training_set(root, epochs: Sequence[int] | None = None) -> pl.DataFrame:
         frames.append(at.drop("n_params").join(phases, on=[xk, yk]).join(feats, on="model_id").with_columns(
             epoch=pl.lit(epoch, pl.Int64), cell=pl.format("{}={} · {}={}", pl.lit(xk), xk, pl.lit(yk), yk)))
     if not frames:
-        raise ClassifierError(f"{zoo.name}: no analysis epoch has phase labels yet (run `python -m analysis.runner.run`)")
+        raise ClassifierError(f"{zoo.name}: no analysis epoch has phase labels yet (run `phasezoo run`)")
     table = pl.concat(frames).filter(pl.col("phase") != UNCLASSIFIED)
     return table.select("model_id", "epoch", "seed", "cell", "phase", *FEATURES)
 
@@ -197,22 +198,22 @@ def validate(table: pl.DataFrame, scheme: str = "cell", estimator=None) -> Valid
                       tuple(tuple(int(v) for v in r) for r in cm))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.taxonomy.classifier", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.taxonomy.classifier") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         table = training_set(args.zoo)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    counts = dict(table.group_by("phase").len().sort("phase").rows())
-    print(f"{args.zoo}: {table.height} labelled models (models × analysis epochs); per phase: {counts}")
-    for scheme in ("cell", "seed"):
-        v = validate(table, scheme)
-        print(f"\n{v.scheme} ({v.folds} folds): accuracy {v.accuracy:.3f} "
-              f"(always the most common phase: {v.baseline:.3f})\n{v.markdown()}")
-    return 0
+        counts = dict(table.group_by("phase").len().sort("phase").rows())
+        print(f"{args.zoo}: {table.height} labelled models (models × analysis epochs); per phase: {counts}")
+        for scheme in ("cell", "seed"):
+            v = validate(table, scheme)
+            print(f"\n{v.scheme} ({v.folds} folds): accuracy {v.accuracy:.3f} "
+                  f"(always the most common phase: {v.baseline:.3f})\n{v.markdown()}")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

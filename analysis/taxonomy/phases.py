@@ -10,8 +10,8 @@ Each cell also gets its margin to every threshold it used, in the threshold's ow
 training loss, points of mc, units of CKA — so a view can show confidence and flag cells near a boundary.
 A metric a cell needs but lacks (null or NaN) makes it "unclassified", never a guessed label.
 
-    python -m analysis.taxonomy.phases --zoo data/zoos/mnist1d-mlp             # label a zoo, write phases.parquet
-    python -m analysis.taxonomy.phases cells.csv --col train_loss=loss --col mc=mode_conn --col cka=sim \
+    phasezoo phases --zoo data/zoos/mnist1d-mlp             # label a zoo, write phases.parquet
+    phasezoo phases cells.csv --col train_loss=loss --col mc=mode_conn --col cka=sim \
         --col load=width --col temperature=batch --out labelled.parquet   # any per-cell table
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from data.cli import run_cli
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 UNCLASSIFIED = "unclassified"
@@ -175,8 +177,8 @@ def _mapping(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.taxonomy.phases", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.taxonomy.phases") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("table", nargs="?", type=Path, help="a per-cell table (.csv, .tsv or .parquet)")
     ap.add_argument("--zoo", type=Path, help="label a zoo from its metrics (writes <zoo>/phases.parquet)")
     ap.add_argument("--epoch", type=int, help="with --zoo: the analysis epoch (default: the last)")
@@ -188,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tau-hessian", type=float, help="optional Hessian vote: ln trace above which a cell is sharp")
     ap.add_argument("--out", type=Path, help="where to write the labelled table (.parquet or .csv)")
     args = ap.parse_args(argv)
-    try:
+    if args.zoo is None and args.table is None:
+        ap.error("give a per-cell table or --zoo")
+
+    def body() -> int:
         if args.zoo:
             from data.zoo.store import Zoo
 
@@ -208,8 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out or zoo.root / "phases.parquet"
             text = "\n\n".join(texts)
         else:
-            if args.table is None:
-                ap.error("give a per-cell table or --zoo")
             cols = _mapping(args.col)
             table = read_table(args.table)
             absent = [f"{role}={name}" for role, name in cols.items() if name not in table.columns]
@@ -226,17 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out
             text = (grid_text(labelled, cols["load"], cols["temperature"]) + "\nthresholds: " + _th_text(th) + "\n"
                     + phase_summary(labelled))
-    except (ValueError, OSError, pl.exceptions.PolarsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    if out:
-        from data.zoo.store import atomic_write
+        print(text)
+        if out:
+            from data.zoo.store import atomic_write
 
-        atomic_write(out, (lambda tmp: labelled.write_parquet(tmp)) if out.suffix == ".parquet"
-                     else (lambda tmp: labelled.write_csv(tmp)))
-        print(f"wrote {out}")
-    return 0
+            atomic_write(out, (lambda tmp: labelled.write_parquet(tmp)) if out.suffix == ".parquet"
+                         else (lambda tmp: labelled.write_csv(tmp)))
+            print(f"wrote {out}")
+        return 0
+
+    return run_cli(body)
 
 
 def _th_text(th: Thresholds) -> str:

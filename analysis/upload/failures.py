@@ -32,7 +32,7 @@ class Refused:
     error: str
 
 
-def _one_line(text: str, n: int = 240) -> str:
+def _one_line(text: object, n: int = 240) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -56,7 +56,9 @@ class Caller:
     file's fault, so it must go up unchanged rather than become a refusal. `stage` is the last step reported."""
 
     def __init__(self, progress: Callable[[str, float], None]):
-        self._progress, self.raised, self.stage = progress, None, None
+        self._progress = progress
+        self.raised: BaseException | None = None
+        self.stage: str | None = None
 
     def __call__(self, what: str, frac: float) -> None:
         try:

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from analysis.studies.embed import flatten_padded, weights_only
+from analysis.upload.report import Neighbour, Placement, Point
 from data.zoo.store import Zoo
 
 NEIGHBOURS = 5
@@ -66,7 +67,7 @@ def near_copies(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) ->
 @lru_cache(maxsize=4)
 def weight_space(state: tuple, epoch: int):
     """The zoo's padded weights at `epoch`, their PCA (the same deterministic call as analysis.studies.embed, so
-    an upload projects into the stored map) and the stored embeddings. `state`: verdict.zoo_state(zoo)."""
+    an upload projects into the stored map) and the stored embeddings. `state`: zoo_side.zoo_state(zoo)."""
     from sklearn.decomposition import PCA
 
     from analysis.studies.embed import read_embeddings, weight_matrix
@@ -78,40 +79,39 @@ def weight_space(state: tuple, epoch: int):
 
 
 def placement(zoo: Zoo, zoo_state: tuple, epoch: int, state: Mapping[str, torch.Tensor],
-              labels: pl.DataFrame) -> dict:
-    """Its nearest zoo models in weight space (with their knobs and phases), the zoo model it is a copy of
-    within its precision (`identical_to`), its PCA position (exact) and UMAP position (approximate)."""
+              labels: pl.DataFrame) -> Placement:
+    """Its nearest zoo models in weight space (with their knobs and `labels`' phases of their cells), the zoo
+    model it is a copy of within its precision (`identical_to`), its PCA position (exact) and UMAP position
+    (approximate). Its weights are flattened into the zoo's padded layout once."""
     stored = set(zoo.checkpoints()["epoch"].unique())
     if epoch not in stored:
-        return {"note": f"no checkpoints at epoch {epoch}"}
+        return Placement(note=f"no checkpoints at epoch {epoch}")
     ids, X, shapes, emb, pca = weight_space(zoo_state, epoch)
     try:
         v = flatten_padded(weights_only(dict(state)), shapes)
     except ValueError as e:
-        return {"note": f"no place in the zoo's weight space: {e}"}
+        return Placement(note=f"no place in the zoo's weight space: {e}")
     dist = np.linalg.norm(X - v, axis=1)
     order = np.argsort(dist)[:NEIGHBOURS]
     spec = zoo.spec
     knobs = zoo.catalog.filter(pl.col("epoch") == epoch).select("model_id", *spec.grid, "seed")
     info = {r["model_id"]: r for r in knobs.join(labels, on=[spec.load.knob, spec.temperature.knob], how="left")
             .iter_rows(named=True)}
-    neighbours = [{"model_id": ids[i], "distance": float(dist[i]), "phase": info[ids[i]].get("phase"),
-                   **{k: info[ids[i]][k] for k in (*spec.grid, "seed")}} for i in order]
+    neighbours = tuple(Neighbour(ids[i], float(dist[i]), info[ids[i]].get("phase"),
+                                 {k: info[ids[i]][k] for k in spec.grid}, info[ids[i]]["seed"]) for i in order)
     u, absolute = precision(weights_only(dict(state)))
     nearest = order[0]
     tol = tolerance(u, absolute, max(float(np.linalg.norm(v)), float(np.linalg.norm(X[nearest]))), v.size)
-    out: dict = {"epoch": epoch, "neighbours": neighbours, "identical_to": ids[nearest] if dist[nearest] <= tol else None,
-                 "precision": u}
     x, y = pca.transform(v[None])[0]
-    out["pca"] = {"x": float(x), "y": float(y)}
     umap = emb.filter(pl.col("method") == "umap")
+    near_umap = None
     if not umap.is_empty():  # UMAP has no cheap exact projection: inverse-distance mean of the neighbours
         pos = dict(zip(umap["model_id"], zip(umap["x"], umap["y"])))
         w = np.array([1.0 / max(dist[i], 1e-12) for i in order])
         pts = np.array([pos[ids[i]] for i in order])
-        out["umap"] = {"x": float((w @ pts[:, 0]) / w.sum()), "y": float((w @ pts[:, 1]) / w.sum()),
-                       "approximate": True}
-    return out
+        near_umap = Point(float((w @ pts[:, 0]) / w.sum()), float((w @ pts[:, 1]) / w.sum()), approximate=True)
+    return Placement(epoch, neighbours, ids[nearest] if dist[nearest] <= tol else None, u,
+                     Point(float(x), float(y)), near_umap)
 
 
 def distinct(mine: Mapping[str, torch.Tensor], others: Sequence) -> list:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from data.models.archs import arch_params, match_shapes
-from data.zoo.store import Zoo
 from data.tasks.builtin import TASKS
+from data.zoo.store import Zoo
 
 log = logging.getLogger("phasezoo.verdict")
 
@@ -39,6 +39,17 @@ class ZooMatch:
     @property
     def on_grid(self) -> bool:
         return self.ok and all(self.knobs[k] == self.nearest[k] for k in self.knobs)
+
+    def to_dict(self) -> dict:
+        """Its JSON form (a Report's `matches`), `ok` included for readers of the file."""
+        return {"zoo": self.zoo, "root": self.root, "arch": self.arch, "arch_params": dict(self.arch_params),
+                "knobs": dict(self.knobs), "nearest": dict(self.nearest), "problems": list(self.problems),
+                "ok": self.ok}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ZooMatch:
+        return cls(d["zoo"], d["root"], d["arch"], dict(d["arch_params"]), dict(d["knobs"]), dict(d["nearest"]),
+                   tuple(d["problems"]))
 
 
 def nearest_value(value, grid: Sequence):

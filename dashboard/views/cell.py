@@ -2,14 +2,14 @@
 profiles, the CKA matrix of the seeds, and the per-layer data-free metrics."""
 
 import numpy as np
-import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.taxonomy.cells import cell_label, cell_models
-from dashboard.charts import line_chart
+from analysis.metrics.outputs import colour_scale
+from analysis.taxonomy.cells import cell_label, cell_models, scalar_rows
+from dashboard.charts import line_chart, similarity_matrix
 from dashboard.picker import current_zoo, load_metrics
-from dashboard.widgets import chart, pick_cell, pick_epoch
+from dashboard.widgets import chart, declared, pick_cell, pick_epoch
 
 zoo = current_zoo()
 spec, cat = zoo.spec, zoo.catalog
@@ -54,14 +54,10 @@ m = load_metrics(zoo.root).filter(
     pl.col("model_id").is_in(ids) & (pl.col("epoch") == epoch) & pl.col("error").is_null()
 )
 if m.is_empty():
-    st.warning("No metrics for this cell at this epoch: run `python -m analysis.runner.run <zoo>`.")
+    st.warning("No metrics for this cell at this epoch: run `phasezoo run <zoo>`.")
     st.stop()
 scalars = (
-    m.filter(
-        pl.col("layer").is_null()
-        & pl.col("other_id").is_null()
-        & (pl.col("coord").is_null() | ((pl.col("metric") == "hessian_top_eigenvalue") & (pl.col("coord") == 1)))
-    )
+    m.filter(scalar_rows() & pl.col("other_id").is_null())
     .select("model_id", "metric", "split", "value", "stderr")
     .sort("metric", "split", "model_id")
 )
@@ -94,8 +90,8 @@ if not cka.is_empty():
     for r in cka.iter_rows(named=True):
         mat[idx[r["model_id"]], idx[r["other_id"]]] = mat[idx[r["other_id"]], idx[r["model_id"]]] = r["value"]
     seeds = [i.rsplit("-", 1)[-1] for i in ids]
-    fig = go.Figure(go.Heatmap(z=mat, x=seeds, y=seeds, zmin=0, zmax=1, colorscale="Viridis", texttemplate="%{z:.2f}"))
-    fig.update_layout(title="Logit CKA between seeds (test inputs)", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    fig = similarity_matrix(mat, seeds, title="Logit CKA between seeds (test inputs)",
+                            scale=colour_scale(declared("cka_logits_test")))
     chart(fig, cka, "cell_cka", st)
 layers = (
     m.filter(

@@ -3,10 +3,11 @@
 import polars as pl
 import streamlit as st
 
-from analysis.taxonomy.cells import cell_stats, coverage
+from analysis.metrics.outputs import COUNT, colour_scale
+from analysis.taxonomy.cells import QUANTITIES, cell_stats, coverage
 from dashboard.charts import grid_heatmap
 from dashboard.picker import current_zoo, load_metrics
-from dashboard.widgets import chart
+from dashboard.widgets import chart, declared
 
 
 def non_finite(cells: pl.DataFrame) -> int:
@@ -46,7 +47,7 @@ if cat.is_empty():
 if n_models < n_expected:
     st.warning(
         f"Incomplete zoo: {n_expected - n_models} of {n_expected} models missing "
-        "(resume with `python -m data.training.generate`)."
+        "(resume with `phasezoo generate`)."
     )
     chart(
         grid_heatmap(
@@ -54,7 +55,7 @@ if n_models < n_expected:
             spec,
             "value",
             title="Models per cell",
-            colorscale="Blues",
+            scale=COUNT,
             hover_label="models",
         ),
         cov,
@@ -81,6 +82,7 @@ fixed = not regression and st.toggle(
 )
 left, right = st.columns(2)
 head = "test_loss" if regression else "test_acc"
+head_out, loss_out = declared(head), declared("train_loss")
 acc = cell_stats(cat, spec, epoch, head)
 loss = cell_stats(cat, spec, epoch, "train_loss")
 bad_acc, bad_loss = non_finite(acc), non_finite(loss)
@@ -93,10 +95,10 @@ chart(
         spec,
         title=(f"Test MSE against the exact solution (seed mean, log colour), epoch {epoch}" if regression
                else f"Test accuracy (seed mean), epoch {epoch}"),
-        colorscale="Viridis_r" if regression else "Viridis",
-        zrange=(0.0, 1.0) if fixed else None,
-        log_color=regression,
-        hover_label="test MSE" if regression else "test acc",
+        scale=colour_scale(head_out),
+        fixed=fixed,
+        hover_label=head_out.human,
+        colour_title=head_out.axis_title,
     ),
     acc,
     f"overview_{head}",
@@ -107,9 +109,9 @@ chart(
         loss,
         spec,
         title=f"Train loss (seed mean, log colour), epoch {epoch}",
-        colorscale="Plasma",
-        log_color=True,
-        hover_label="train loss",
+        scale=colour_scale(loss_out),
+        hover_label=loss_out.human,
+        colour_title=QUANTITIES["train_loss"].axis_title(spec.task),  # its unit is the task's
     ),
     loss,
     "overview_train_loss",
@@ -123,12 +125,14 @@ st.caption(
 # The sequence zoo's grokking delay (epochs from fitting the training pairs to generalising), on the grid.
 grok = load_metrics(zoo.root).filter((pl.col("metric") == "grokking_delay") & (pl.col("epoch") == epoch))
 if not grok.is_empty():
+    delay_out = declared("grokking_delay")
     delay = grok.join(cat.filter(pl.col("epoch") == epoch).select("model_id", spec.load.knob, spec.temperature.knob),
                       on="model_id").group_by(spec.load.knob, spec.temperature.knob).agg(
-        pl.col("value").mean().alias("mean"), pl.col("value").std().alias("std"), pl.len().alias("n_seeds"))
+        delay_out.aggregate.expr(pl.col("value")).alias("mean"), pl.col("value").std().alias("std"),
+        pl.len().alias("n_seeds"))
     chart(
         grid_heatmap(delay, spec, title=f"Grokking delay (epochs, mean over the seeds that grokked), epoch {epoch}",
-                     colorscale="Cividis", hover_label="delay"),
+                     scale=colour_scale(delay_out), hover_label=delay_out.human, colour_title=delay_out.axis_title),
         delay,
         "overview_grokking_delay",
     )

@@ -6,13 +6,12 @@ import math
 import polars as pl
 import streamlit as st
 
-from analysis.taxonomy.cells import metric_cells, scalar_metrics
+from analysis.metrics.outputs import colour_scale
+from analysis.taxonomy.cells import QUANTITIES, metric_cells, scalar_metrics
 from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, phase_counts
-from analysis.metrics.catalog import find_output
-from data.tasks.builtin import TASKS
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import chart, downloads, image_config, open_cell, pick_epoch
+from dashboard.widgets import chart, declared, downloads, image_config, open_cell, pick_epoch
 
 zoo = current_zoo()
 spec = zoo.spec
@@ -23,7 +22,7 @@ with c1:
 cells = load_cells(zoo.root, epoch)
 if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
     st.warning(
-        "This zoo has no metrics at this epoch yet: run `python -m analysis.runner.run <zoo>` first. "
+        "This zoo has no metrics at this epoch yet: run `phasezoo run <zoo>` first. "
         "The Zoo overview page still shows its training results."
     )
     st.stop()
@@ -37,11 +36,11 @@ metric, split, coord = c2.selectbox(
 how = c3.selectbox("Over seeds", ["mean", "min", "max", *[f"seed {s}" for s in spec.seeds]], key="phases_how")
 
 base = default_thresholds(cells)
-units = TASKS[spec.task].units
+loss_unit, mc_unit = QUANTITIES["train_loss"].unit(spec.task), QUANTITIES["mc"].unit(spec.task)
 with st.expander("Thresholds (reclassify at once)", expanded=False):
     t1, t2, t3 = st.columns(3)
     log_tau = t1.slider(
-        f"log₁₀ τ_L (train loss{', ' + units['loss'] if units['loss'] else ''})",
+        f"log₁₀ τ_L (train loss{', ' + loss_unit if loss_unit else ''})",
         min(-3.0, math.floor(math.log10(base.train_loss)) - 1.0),  # a PINN's losses reach 1e-5
         1.0,
         round(math.log10(base.train_loss), 2),
@@ -49,7 +48,7 @@ with st.expander("Thresholds (reclassify at once)", expanded=False):
         key="phases_tau_loss",
         help=base.provenance.get("train_loss"),
     )
-    eps = t2.slider(f"ε (mc, {units['mc']})", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
+    eps = t2.slider(f"ε (mc, {mc_unit})", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
     tau_c = t3.slider(
         "τ_C (CKA)",
         0.0,
@@ -62,19 +61,14 @@ with st.expander("Thresholds (reclassify at once)", expanded=False):
 th = Thresholds(10**log_tau, eps, tau_c, provenance=base.provenance)
 labelled = classify(cells, th)
 
-out = find_output(metric)
-hessian_like = metric.startswith("hessian")
-values = metric_cells(
-    metrics, zoo.catalog, spec, epoch, metric, split, coord, how, log_mean=hessian_like and how == "mean"
-)
-style = {"colorscale": "Viridis"}
-if out is not None and out.role == "connectivity":
-    style = {"colorscale": "RdBu", "zmid": 0.0}  # diverging, centred at 0: barrier red, connected white
-elif out is not None and out.log_scale and not hessian_like:
-    style = {"colorscale": "Plasma", "log_color": True}
-elif out is not None and out.unit == "fraction" and st.toggle("Fixed 0–1 scale", key="phases_fixed"):
-    style["zrange"] = (0.0, 1.0)
-label = ("ln " if hessian_like and how == "mean" else "") + metric + (f" ({split})" if split else "")
+out = declared(metric)
+values = metric_cells(metrics, zoo.catalog, spec, epoch, metric, split, coord, how, out.aggregate)
+aggregated = how not in ("min", "max")  # the declared aggregate applies (a seed's own value is aggregated too)
+scale = colour_scale(out, cell_value=aggregated)
+fixed = scale.bounds is not None and st.toggle(f"Fixed {scale.bounds[0]:g}–{scale.bounds[1]:g} scale",
+                                               key="phases_fixed")
+prefix = out.aggregate.prefix() if aggregated else ""
+label = prefix + metric + (f" ({split})" if split else "")
 left, right = st.columns(2)
 chart(
     grid_heatmap(
@@ -82,9 +76,11 @@ chart(
         spec,
         "value",
         title=f"{label}, {how} over seeds, epoch {epoch}",
-        hover_label=metric,
+        scale=scale,
+        fixed=fixed,
+        hover_label=prefix + out.human,
+        colour_title=prefix + out.axis_title,
         labels=labelled,
-        **style,
     ),
     values,
     "phases_metric_map",
@@ -105,5 +101,5 @@ st.caption(
     "Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
     "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs."
 )
-if out is not None:
+if out.sign:  # a name no metric declares (an ad-hoc import) has nothing to say
     st.caption(f"{metric}: {out.sign}" + (f" [{out.unit}]" if out.unit else ""))

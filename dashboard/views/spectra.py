@@ -3,19 +3,20 @@
 import polars as pl
 import streamlit as st
 
-from analysis.taxonomy.cells import cell_label, cell_models
-from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.metrics.outputs import colour_scale
 from analysis.studies.spectra import esd_curves, mean_esd
+from analysis.taxonomy.cells import QUANTITIES, cell_label, cell_models
+from analysis.taxonomy.phases import classify, default_thresholds
 from dashboard.charts import density_chart, grid_heatmap
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import chart, pick_epoch
+from dashboard.widgets import chart, declared, pick_epoch
 
 zoo = current_zoo()
 spec, cat = zoo.spec, zoo.catalog
 st.title(f"Hessian spectra: {zoo.name}")
 metrics = load_metrics(zoo.root)
 if metrics.filter(pl.col("metric") == "hessian_esd").is_empty():
-    st.warning("No spectral densities in this zoo's metrics: run `python -m analysis.runner.run <zoo> --metrics hessian`.")
+    st.warning("No spectral densities in this zoo's metrics: run `phasezoo run <zoo> --metrics hessian`.")
     st.stop()
 c1, c2, c3 = st.columns(3)
 with c1:
@@ -63,28 +64,17 @@ chart(
     "spectra_density",
     st,
 )
-left, right = st.columns(2)
-chart(
-    grid_heatmap(
-        cells, spec, "hessian_trace", title="ln Hessian trace (seed mean)", colorscale="Cividis", hover_label="ln trace"
-    ),
-    cells,
-    "spectra_trace",
-    left,
-)
-chart(
-    grid_heatmap(
+# the cells' sharpness quantities: ln of the seed mean, as declared (analysis.taxonomy.cells.QUANTITIES)
+sharpness = (("hessian_trace", "spectra_trace"), ("hessian_top_eigenvalue", "spectra_top"))  # (quantity, chart key)
+for col, (q, key) in zip(st.columns(2), sharpness):
+    quantity, prefix = QUANTITIES[q], QUANTITIES[q].aggregate.prefix()
+    chart(
+        grid_heatmap(cells, spec, q, title=f"{prefix}{quantity.label} (seed mean)", scale=colour_scale(declared(q)),
+                     hover_label=prefix + quantity.label, colour_title=prefix + quantity.axis_title(spec.task)),
         cells,
-        spec,
-        "hessian_top_eigenvalue",
-        title="ln top eigenvalue (seed mean)",
-        colorscale="Cividis",
-        hover_label="ln λ_max",
-    ),
-    cells,
-    "spectra_top",
-    right,
-)
+        key,
+        col,
+    )
 layers = (
     metrics.filter(
         pl.col("metric").is_in(["hessian_layer_top_eigenvalue", "hessian_layer_trace"])

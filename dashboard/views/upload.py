@@ -5,23 +5,25 @@ phase map, its place in weight space and its nearest zoo models (analysis.upload
 import logging
 import os
 import re
+from collections.abc import Mapping
 
-import numpy as np
-import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from analysis.taxonomy.cells import cell_models
 from analysis.studies.embed import read_embeddings
-from analysis.taxonomy.phases import classify, default_thresholds
 from analysis.studies.spectra import esd_curves
+from analysis.taxonomy.cells import QUANTITIES, cell_models
+from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.upload.report import ClassifierVerdict, KnobValue, RuleVerdict
 from analysis.upload.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
-from dashboard.admission import QueueFull, shared as upload_queue
-from dashboard.charts import PHASE_COLOURS, density_chart, evidence_strip, mark, phase_map, phase_probabilities
+from analysis.upload.verdicts import RULE_EVIDENCE
+from dashboard.admission import QueueFull
+from dashboard.admission import shared as upload_queue
+from dashboard.charts import density_chart, evidence_strip, mark, phase_map, phase_probabilities, weight_space
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.widgets import chart, downloads, image_config
-from data.models.archs import arch_def
 from data.checkpoint.load import SUFFIXES, max_bytes
+from data.models.archs import arch_def
 from data.zoo.store import builtin_zoos
 
 log = logging.getLogger("phasezoo.upload")
@@ -101,69 +103,87 @@ bar.empty()
 
 
 def show_evidence(r: Report, cells: pl.DataFrame, key: str) -> None:
-    ev = {e["quantity"]: e for e in r.evidence}
-    labels = {"train_loss": ("train loss (nats): above τ_L = under-fitted", True),
-              "mc": ("mode connectivity mc (points): below −ε = barrier", False),
-              "cka": ("CKA (logits, test): in IV, above τ_C = IV-B", False),
-              "hessian_trace": ("Hessian trace (train): sharpness, no threshold", True)}
+    """Each taxonomy quantity's zoo distribution over cells (on the seeds' scale), its threshold and the
+    upload's value, named and scaled as the quantity declares."""
+    ev = {e.quantity: e for e in r.evidence}
     cols = st.columns(2)
-    for i, (q, (title, log_x)) in enumerate(labels.items()):
-        vals = cells[q].drop_nulls().drop_nans().to_numpy()
-        vals = np.exp(vals) if q == "hessian_trace" else vals  # the cell table holds ln(seed mean)
-        e = ev.get(q, {})
-        chart(evidence_strip(vals, e.get("value"), e.get("threshold"), title=title, log_x=log_x), None,
+    for i, q in enumerate(RULE_EVIDENCE):
+        quantity, e = QUANTITIES[q], ev.get(q)
+        vals = quantity.aggregate.to_seed_scale(cells[q].drop_nulls().drop_nans()).to_numpy()
+        chart(evidence_strip(vals, e.value if e else None, e.threshold if e else None,
+                             title=quantity.caption(spec.task), log_x=quantity.log_scale), None,
               f"upload_evidence_{q}_{key}", cols[i % 2])
 
 
 def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
     xk, yk = spec.load.knob, spec.temperature.knob
     labelled = classify(cells, default_thresholds(cells))
-    x, y = r.cell[xk]["grid"], r.cell[yk]["grid"]
+    x, y = r.cell[xk].grid, r.cell[yk].grid
     left, right = st.columns(2)
     fig = mark(phase_map(labelled, spec, title=f"Its cell on the phase map, epoch {r.epoch}"),
-               str(x), str(y), "upload", hover=f"upload: {xk}={r.cell[xk]['value']}, {yk}={r.cell[yk]['value']}")
+               str(x), str(y), "upload", hover=f"upload: {xk}={r.cell[xk].value}, {yk}={r.cell[yk].value}")
     left.plotly_chart(fig, key=f"upload_map_{key}", config=image_config("upload_phase_map"))
-    left.caption(" · ".join(f"{k}: {v['source']}" for k, v in r.cell.items()))
+    left.caption(" · ".join(f"{k}: {v.source}" for k, v in r.cell.items()))
     emb = read_embeddings(zoo.root).filter(pl.col("epoch") == r.epoch)
-    methods = [m for m in ("pca", "umap") if m in r.placement and m in emb["method"].unique()]
+    place = r.placement
+    methods = [m for m in ("pca", "umap") if place.position(m) is not None and m in emb["method"].unique()]
     if not methods:
-        right.info(r.placement.get("note", "No weight-space embedding at this epoch (`python -m analysis.studies.embed`)."))
+        right.info(place.note or "No weight-space embedding at this epoch (`phasezoo embed`).")
         return
     method = right.radio("Weight space", methods, horizontal=True, key=f"upload_method_{key}",
                          format_func=str.upper)
     pts = emb.filter(pl.col("method") == method).join(
         labelled.select(xk, yk, "phase").join(zoo.catalog.filter(pl.col("epoch") == r.epoch)
                                               .select("model_id", xk, yk), on=[xk, yk]), on="model_id", how="left")
-    fig = go.Figure()
-    for phase, colour in PHASE_COLOURS.items():
-        g = pts.filter(pl.col("phase") == phase)
-        if not g.is_empty():
-            fig.add_trace(go.Scatter(x=g["x"].to_numpy(), y=g["y"].to_numpy(), mode="markers", name=phase,
-                                     marker=dict(color=colour, size=7), text=g["model_id"].to_list(),
-                                     hovertemplate="%{text}<extra>" + phase + "</extra>"))
-    p = r.placement[method]
-    approx = " (approximate: its nearest zoo models' mean)" if p.get("approximate") else " (exact projection)"
-    mark(fig, p["x"], p["y"], "upload", hover="upload" + approx)
-    fig.update_layout(title=f"{method.upper()} of the zoo's weights, epoch {r.epoch}{approx}", height=460,
-                      margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+    p = place.position(method)
+    approx = " (approximate: its nearest zoo models' mean)" if p.approximate else " (exact projection)"
+    fig = mark(weight_space(pts, spec, "phase", title=f"{method.upper()} of the zoo's weights, epoch {r.epoch}{approx}",
+                            height=460), p.x, p.y, "upload", hover="upload" + approx)
     right.plotly_chart(fig, key=f"upload_space_{key}", config=image_config("upload_weight_space"))
 
 
 def show_spectrum(r: Report, key: str) -> None:
     """Its Hessian spectral density (training probe set) against its cell's seeds in the zoo."""
-    mine = pl.DataFrame([m for m in r.metrics if m["metric"] == "hessian_esd"])
-    if mine.is_empty():
+    esd = [m for m in r.metrics if m.metric == "hessian_esd"]
+    if not esd:
         return
-    ids = cell_models(zoo.catalog, spec, r.cell[spec.load.knob]["grid"], r.cell[spec.temperature.knob]["grid"])
+    ids = cell_models(zoo.catalog, spec, r.cell[spec.load.knob].grid, r.cell[spec.temperature.knob].grid)
     curves = pl.concat([
-        mine.select(pl.col("coord").alias("eigenvalue"), pl.col("value").alias("density"),
-                    label=pl.lit("upload")),
+        pl.DataFrame({"eigenvalue": [m.coord for m in esd], "density": [m.value for m in esd]},
+                     schema={"eigenvalue": pl.Float64, "density": pl.Float64}).with_columns(label=pl.lit("upload")),
         *[g.select("eigenvalue", "density", label=pl.lit(m)) for (m,), g in
           esd_curves(load_metrics(zoo.root), ids, r.epoch).group_by("model_id", maintain_order=True)]])
     chart(density_chart(curves, title="Hessian spectral density (train): the upload and its cell's seeds"), curves,
           f"upload_esd_{key}")
+
+
+def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, KnobValue]) -> None:
+    """The two verdicts and the cell, side by side, with what qualifies them."""
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Phase (taxonomy rules)", rule.phase, help=literal(
+        rule.reason or f"{rule.n_pairs} pair(s) with {rule.pairs_with}; thresholds: τ_L {rule.tau_loss:.3g} nats, "
+                       f"ε {rule.eps_mc:.3g} points, τ_C {rule.tau_cka:.3g}"))
+    if clf.phase is None:  # withheld: a measurement failed or is non-finite; no probability to show
+        c2.metric("Phase (classifier)", "none", help=literal(clf.withheld or "no classifier verdict"))
+    else:
+        c2.metric("Phase (classifier)", clf.phase, f"p = {clf.probabilities[clf.phase]:.2f}"
+                  + (" (extrapolating)" if clf.extrapolating else ""), delta_color="off",
+                  help=f"logistic regression on {len(clf.features)} single-model features, "
+                       f"trained on the zoo's {clf.n_train} labelled models")
+    c3.metric("Cell (" + " · ".join(cell) + ")", " · ".join(str(v.value) for v in cell.values()),
+              help="; ".join(f"{k}: {v.source}" for k, v in cell.items()))
+    if clf.withheld:
+        st.warning(literal(f"No classifier verdict: {clf.withheld}."))
+    elif clf.extrapolating:
+        outside = ", ".join(clf.outside)
+        st.warning(literal("Unlike every zoo model in the classifier's features"
+                           + (f" (outside the zoo's range: {outside})" if outside else "")
+                           + ": its probabilities extrapolate and overstate their confidence."))
+    if rule.near_boundary:
+        st.warning("Near a threshold: the rule verdict could flip with a small change of the thresholds.")
+    if clf.phase is not None and rule.phase != clf.phase and rule.phase != "unclassified":
+        st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
+                "classifier only this model's own fit, sharpness and weights.")
 
 
 def show(r: Report | Refused, key: str) -> None:
@@ -176,34 +196,11 @@ def show(r: Report | Refused, key: str) -> None:
     if r.zoo is None:
         st.warning("This model matches no zoo, so it has no phase here; its data-free weight report follows.")
         for m in r.matches:
-            st.caption(literal(f"{m['zoo']}: " + "; ".join(m["problems"])))
+            st.caption(literal(f"{m.zoo}: " + "; ".join(m.problems)))
+    elif r.rule is None or r.classifier is None:  # recognised, but its zoo's task has no data here (its notes say)
+        st.info(literal(f"Recognised as a model of {r.zoo}, but not measured: no verdict."))
     else:
-        rule, clf = r.rule, r.classifier
-        c1, c2, c3 = st.columns(3)
-        c1.metric("Phase (taxonomy rules)", rule["phase"], help=literal(rule.get("reason") or
-                  f"{rule['n_pairs']} pair(s) with {rule['pairs_with']}; thresholds: τ_L {rule['tau_loss']:.3g} nats, "
-                  f"ε {rule['eps_mc']:.3g} points, τ_C {rule['tau_cka']:.3g}"))
-        if clf.get("phase") is None:  # withheld: a measurement failed or is non-finite; no probability to show
-            c2.metric("Phase (classifier)", "none", help=literal(clf.get("withheld") or "no classifier verdict"))
-        else:
-            c2.metric("Phase (classifier)", clf["phase"], f"p = {clf['probabilities'][clf['phase']]:.2f}"
-                      + (" (extrapolating)" if clf.get("extrapolating") else ""), delta_color="off",
-                      help=f"logistic regression on {len(clf['features'])} single-model features, "
-                           f"trained on the zoo's {clf['n_train']} labelled models")
-        c3.metric("Cell (" + " · ".join(r.cell) + ")", " · ".join(str(v["value"]) for v in r.cell.values()),
-                  help="; ".join(f"{k}: {v['source']}" for k, v in r.cell.items()))
-        if clf.get("withheld"):
-            st.warning(literal(f"No classifier verdict: {clf['withheld']}."))
-        elif clf.get("extrapolating"):
-            outside = ", ".join(clf.get("outside") or ())
-            st.warning(literal("Unlike every zoo model in the classifier's features"
-                               + (f" (outside the zoo's range: {outside})" if outside else "")
-                               + ": its probabilities extrapolate and overstate their confidence."))
-        if rule.get("near_boundary"):
-            st.warning("Near a threshold: the rule verdict could flip with a small change of the thresholds.")
-        if clf.get("phase") is not None and rule["phase"] != clf["phase"] and rule["phase"] != "unclassified":
-            st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
-                    "classifier only this model's own fit, sharpness and weights.")
+        show_verdicts(r.rule, r.classifier, r.cell)
         for e in r.errors:
             st.error(literal(e))
         cells = load_cells(zoo.root, r.epoch) if r.zoo == str(zoo.root) else None
@@ -211,13 +208,13 @@ def show(r: Report | Refused, key: str) -> None:
             st.subheader("Evidence: each quantity, its threshold and the zoo's cells")
             show_evidence(r, cells, key)
             left, right = st.columns([1, 2])
-            if clf.get("probabilities"):
-                left.plotly_chart(phase_probabilities(clf["probabilities"], title="Classifier: phase probabilities"),
+            if r.classifier.probabilities:
+                left.plotly_chart(phase_probabilities(dict(r.classifier.probabilities),
+                                                      title="Classifier: phase probabilities"),
                                   key=f"upload_proba_{key}", config=image_config("upload_probabilities"))
-            nb = pl.DataFrame(r.placement.get("neighbours", []))
+            nb = pl.DataFrame([n.to_dict() for n in r.placement.neighbours])
             right.markdown("**Nearest zoo models in weight space**"
-                           + (f" — identical to `{r.placement['identical_to']}`" if r.placement.get("identical_to")
-                              else ""))
+                           + (f" — identical to `{r.placement.identical_to}`" if r.placement.identical_to else ""))
             right.dataframe(nb, hide_index=True, key=f"upload_nb_{key}")
             show_spectrum(r, key)
             show_maps(r, cells, key)
@@ -225,7 +222,8 @@ def show(r: Report | Refused, key: str) -> None:
             st.info(f"Recognised as a model of another zoo ({r.zoo}): pick it in the sidebar to see its maps.")
     if r.data_free:
         with st.expander("Data-free weight report (per layer)", expanded=r.zoo is None):
-            table = pl.DataFrame(r.data_free).with_columns(pl.col("shape").cast(pl.List(pl.String)).list.join("×"))
+            table = pl.DataFrame([d.to_dict() for d in r.data_free]).with_columns(
+                pl.col("shape").cast(pl.List(pl.String)).list.join("×"))
             st.dataframe(table, hide_index=True, key=f"upload_df_{key}")
             downloads(table, f"upload_data_free_{key}")
     st.download_button("Report (JSON)", r.to_json(), f"{r.file}.report.json", "application/json",

@@ -1,22 +1,22 @@
-"""Weight space: precomputed PCA/UMAP maps of the models' weights (python -m analysis.studies.embed), coloured by
+"""Weight space: precomputed PCA/UMAP maps of the models' weights (phasezoo embed), coloured by
 phase, by a knob or by a metric; selecting a point opens its cell."""
 
-import plotly.express as px
 import polars as pl
 import streamlit as st
 
+from analysis.metrics.outputs import colour_scale
 from analysis.studies.embed import read_embeddings
 from analysis.taxonomy.phases import classify, default_thresholds
-from dashboard.charts import PHASE_COLOURS
+from dashboard.charts import weight_space
 from dashboard.picker import current_zoo, load_cells
-from dashboard.widgets import downloads, image_config, open_cell
+from dashboard.widgets import declared, downloads, image_config, open_cell
 
 zoo = current_zoo()
 spec, cat = zoo.spec, zoo.catalog
 st.title(f"Weight space: {zoo.name}")
 emb = read_embeddings(zoo.root)
 if emb.is_empty():
-    st.warning("No embeddings for this zoo yet: run `python -m analysis.studies.embed <zoo>` (PCA and UMAP of the weights).")
+    st.warning("No embeddings for this zoo yet: run `phasezoo embed <zoo>` (PCA and UMAP of the weights).")
     st.stop()
 c1, c2, c3 = st.columns(3)
 epochs = sorted(emb["epoch"].unique())
@@ -40,25 +40,10 @@ else:
     points = points.with_columns(phase=pl.lit("unclassified"))
 if colour == "phase" and epoch not in spec.analysis_epochs:
     st.caption(f"Phases are those of analysis epoch {analysis_epoch}.")
-categorical = colour in ("phase", xk, yk, "seed")
-frame = points.with_columns(pl.col(colour).cast(pl.String)) if categorical else points
-fig = px.scatter(
-    frame.to_pandas(),
-    x="x",
-    y="y",
-    color=colour,
-    hover_name="model_id",
-    hover_data=[xk, yk, "seed", "test_acc", "train_loss", "phase"],
-    custom_data=[xk, yk],
-    category_orders={colour: sorted(frame[colour].unique(), key=lambda v: (len(v), v))} if categorical else None,
-    color_continuous_scale="Viridis",
-    color_discrete_map=PHASE_COLOURS if colour == "phase" else None,
-)
-fig.update_layout(
-    title=f"{method.upper()} of the weights, epoch {epoch}", height=560, margin=dict(l=10, r=10, t=40, b=10)
-)
-fig.update_xaxes(showticklabels=False, title="")
-fig.update_yaxes(showticklabels=False, title="")
+# the phase, knobs and seeds are categories; a metric is coloured on its declared scale
+out = None if colour in ("phase", xk, yk, "seed") else declared(colour)
+fig = weight_space(points, spec, colour, title=f"{method.upper()} of the weights, epoch {epoch}",
+                   scale=colour_scale(out) if out else None, colour_title=out.axis_title if out else "")
 event = st.plotly_chart(
     fig, key="weights_map", on_select="rerun", selection_mode="points", config=image_config("weights_map")
 )

@@ -25,8 +25,19 @@ from dataclasses import dataclass
 import torch
 from safetensors import deserialize as deserialize_safetensors
 
-from data.checkpoint.unpickler import (CORRUPT, STATE_DICT_ADVICE, TORCH_PROTOCOL, Refusal, StorageDecl,
-                                    describe_global, encode_pickle, load_pickle, nonneg_int, short, storage_pid)
+from data.checkpoint.unpickler import (
+    CORRUPT,
+    STATE_DICT_ADVICE,
+    TORCH_PROTOCOL,
+    Refusal,
+    StorageDecl,
+    describe_global,
+    encode_pickle,
+    load_pickle,
+    nonneg_int,
+    short,
+    storage_pid,
+)
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, first pickle of a legacy file
 LEGACY_VERSION = 1001  # torch.serialization.PROTOCOL_VERSION, its second pickle

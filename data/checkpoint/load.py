@@ -16,7 +16,6 @@ import hashlib
 import io
 import math
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +23,21 @@ from pathlib import Path
 
 import torch
 
-from data.checkpoint.declared import MAX_ZIP_RATIO  # noqa: F401  (public here before the inspection moved out)
-from data.checkpoint.declared import (CORRUPT, MAX_MB_ENV, ZIP_MAGIC, Declared, Refusal, check_zip, inspect_legacy,
-                                     inspect_zip, looks_like_safetensors, reencode, safetensors_views, torch_failure)
+from data.checkpoint.declared import (
+    CORRUPT,
+    MAX_MB_ENV,
+    MAX_ZIP_RATIO,  # noqa: F401  (public here before the inspection moved out)
+    ZIP_MAGIC,
+    Declared,
+    Refusal,
+    check_zip,
+    inspect_legacy,
+    inspect_zip,
+    looks_like_safetensors,
+    reencode,
+    safetensors_views,
+    torch_failure,
+)
 from data.checkpoint.declared import size_text as _size
 from data.checkpoint.unpickler import TensorDecl
 

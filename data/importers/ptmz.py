@@ -1,7 +1,7 @@
 """Import a zoo in the published layout of the Phase-Transition Model Zoo (Schürholt et al. 2025;
 science.md §3.1) into our zoo format, so it is browsed and classified without recomputation.
 
-    python -m data.importers.ptmz <published zoo root> --out data/zoos/ptmz-resnet18-cifar10 [--task cifar10]
+    phasezoo import <published zoo root> --out data/zoos/ptmz-resnet18-cifar10 [--task cifar10]
 
 Each trial directory of the root is read by data.importers.ptmz_layout (untrusted input: bounded, checked, one-line
 problems); docs/import.md gives the keys read, their mapping and every limit. A bad trial, line or checkpoint is
@@ -26,13 +26,24 @@ from pathlib import Path
 import polars as pl
 
 from data.checkpoint.load import CheckpointError, max_bytes
+from data.cli import run_cli
+from data.importers.ptmz_layout import (
+    CONFIG_FILES,
+    NOT_FINITE,
+    PERF,
+    ImportError_,
+    ImportReport,
+    Trial,
+    load_checkpoint,
+    printable,
+    read_trial,
+    reference_state,
+)
 from data.params import SpecError
-from data.importers.ptmz_layout import (CONFIG_FILES, NOT_FINITE, PERF, ImportError_, ImportReport, Trial, load_checkpoint,
-                              printable, read_trial, reference_state)
+from data.tasks.builtin import TASKS
 from data.zoo.schema import CATALOG, METRICS
 from data.zoo.spec import parse_spec
 from data.zoo.store import CATALOG_FILE, METRICS_FILE, SPEC, atomic_write, write_checkpoint
-from data.tasks.builtin import TASKS
 
 __all__ = ["ImportError_", "ImportReport", "import_zoo", "main"]
 PARAMS_HASH = "ptmz-import"
@@ -191,22 +202,22 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
     return ImportReport(n_dirs, len(trials), tuple(problems))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data.importers.ptmz", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m data.importers.ptmz") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("src", help="root of a zoo in the published layout")
     ap.add_argument("--out", required=True, help="new zoo directory (must not exist)")
     ap.add_argument("--task", default="cifar10", help=f"the zoo's task (default cifar10; known: {sorted(TASKS)})")
     ap.add_argument("--name", help="zoo name (default: the source folder's name)")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         rep = import_zoo(args.src, args.out, args.task, args.name)
-    except (ImportError_, SpecError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for p in rep.problems:
-        print(f"warning: {p}", file=sys.stderr)
-    print(f"{args.out}: imported {rep.imported} of {rep.trials} trials ({len(rep.problems)} problem(s) reported)")
-    return 0
+        for p in rep.problems:
+            print(f"warning: {p}", file=sys.stderr)
+        print(f"{args.out}: imported {rep.imported} of {rep.trials} trials ({len(rep.problems)} problem(s) reported)")
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from data.models.archs import build_model, n_params
 from data.checkpoint.load import CheckpointError, max_bytes, read_checkpoint
+from data.models.archs import build_model, n_params
 from data.tasks.builtin import TASKS
 
 ARCH_NAMES = {"Resnet18_width": "resnet18_width", "Resnet50_width": "resnet50_width"}

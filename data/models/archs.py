@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from data.params import Param, SpecError, positive, resolve
 from data.models.resnet import resnet18_width, resnet50_width
-
+from data.params import Param, SpecError, positive, resolve
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

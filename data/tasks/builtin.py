@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.tasks.objectives import CLASSIFICATION, INITIAL, BOUNDARY, INTERIOR, ConvectionPINN, Objective
 from data.params import Param, SpecError, resolve
+from data.tasks.objectives import BOUNDARY, CLASSIFICATION, INITIAL, INTERIOR, ConvectionPINN, Objective
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TaskData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def to(self, device: torch.device) -> "TaskData":
+    def to(self, device: torch.device) -> TaskData:
         return TaskData(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)),
                         self.n_classes, self.objective)
 
@@ -89,7 +89,7 @@ def _external(name: str) -> Callable[[], tuple[np.ndarray, ...]]:
     return load
 
 
-def _modular_add(p: int, train_fraction: float, data_seed: int) -> "TaskData":
+def _modular_add(p: int, train_fraction: float, data_seed: int) -> TaskData:
     """Every pair (a, b) ∈ [0, p)² as the tokens (a, b, p) — p is the "=" token — labelled (a + b) mod p.
     A seeded `train_fraction` of the p² pairs is the training split, the rest the test split; at 1 every
     pair is trained on and the test split is the training split (there is nothing left to generalise to)."""
@@ -108,7 +108,7 @@ def _modular_add(p: int, train_fraction: float, data_seed: int) -> "TaskData":
 PINN_GRID = (256, 100)
 
 
-def _convection(beta: float, n_train: int, data_seed: int) -> "TaskData":
+def _convection(beta: float, n_train: int, data_seed: int) -> TaskData:
     """Collocation points for u_t + β u_x = 0 on x ∈ [0, 2π), t ∈ [0, 1], u(x, 0) = sin x, periodic in x.
 
     Training split: `n_train` uniform interior points, 128 initial points (t = 0: every other x of the
@@ -138,7 +138,7 @@ class TaskDef:
     package: str  # the package that generates or ships the data (its version keys the cache); "" = no data here
     input_shape: tuple[int, ...]
     params: Mapping[str, Param] = field(default_factory=lambda: COMMON_PARAMS)
-    make: Callable[..., "TaskData"] | None = None  # builds a non-classification task from its parameters
+    make: Callable[..., TaskData] | None = None  # builds a non-classification task from its parameters
     kind: str = "classification"  # one of TASK_KINDS: which metrics apply (`analysis.metrics.registry.Metric.kinds`)
 
     @property

@@ -1,6 +1,6 @@
 """Train a zoo: the load × temperature × seed grid of a spec, batched, in parallel, resumable.
 
-    python -m data.training.generate data/specs/mnist1d-mlp.toml --out data/zoos/mnist1d-mlp
+    phasezoo generate data/specs/mnist1d-mlp.toml --out data/zoos/mnist1d-mlp
 
 Models that share everything but their seed and their paddable knobs (width) are trained together by
 `data.training.train.train_batched`; `plan_groups` decides which of them to pad into one computation with a
@@ -31,19 +31,44 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from data.models.archs import arch_def, build_model, n_params
+from data.cli import run_cli
 from data.device import resolve_device
+from data.models.archs import arch_def, build_model, n_params
 from data.params import SpecError
+from data.tasks.builtin import TaskData, load_task
+from data.training.train import (
+    TrainConfig,
+    TrainResult,
+    seconds_per_eval,
+    seconds_per_step,
+    steps_per_epoch,
+    train_batched,
+    train_one,
+)
+from data.training.workers import (
+    CONTEXT,
+    LOCAL,
+    Executor,
+    add_executor_args,
+    executor_from_args,
+    format_duration,
+    run_unordered,
+    signals_deferred,
+    stop_on_signals,
+    task_slots,
+)
 from data.zoo.schema import CATALOG
 from data.zoo.spec import ModelConfig, ZooSpec, parse_spec
-from data.zoo.store import (CATALOG_FILE, CHECKPOINTS, TableLog, ZooError, init_zoo_dir, read_catalog,
-                        remove_stale_temporaries, write_checkpoint, writer_lock)
-from data.tasks.builtin import TaskData, load_task
-from data.training.workers import (CONTEXT, LOCAL, Executor, ExecutorError, Interrupted, add_executor_args,
-                          executor_from_args, format_duration, run_unordered, signals_deferred, stop_on_signals,
-                          task_slots)
-from data.training.train import (TrainConfig, TrainResult, seconds_per_eval, seconds_per_step, steps_per_epoch, train_batched,
-                        train_one)
+from data.zoo.store import (
+    CATALOG_FILE,
+    CHECKPOINTS,
+    TableLog,
+    init_zoo_dir,
+    read_catalog,
+    remove_stale_temporaries,
+    write_checkpoint,
+    writer_lock,
+)
 
 log = logging.getLogger("phasezoo.generate")
 
@@ -312,8 +337,8 @@ class _Writer:
             self.log.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data.training.generate", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m data.training.generate") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", help="zoo spec (TOML), e.g. data/specs/mnist1d-mlp.toml")
     ap.add_argument("--out", required=True, help="zoo directory to create or resume")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
@@ -329,22 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
                         format="%(message)s")
-    try:
+
+    def body() -> int:
         with stop_on_signals():
             rep = generate(args.spec, args.out, args.workers, args.device, not args.sequential, not args.quiet,
                            args.flush_every, executor_from_args(args), args.estimate)
-    except Interrupted as e:  # the workers are stopped and every finished group is flushed
-        print(f"interrupted by {e.signame}: finished groups are kept in {args.out} — rerun the same command "
-              "to resume", file=sys.stderr)
-        return e.exit_status
-    except (SpecError, ZooError, ExecutorError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.estimate:
+        if not args.estimate:
+            print(f"{args.out}: trained {rep.trained} models in {rep.groups} groups in {rep.seconds:.1f} s "
+                  f"({rep.skipped} already done)")
         return 0
-    print(f"{args.out}: trained {rep.trained} models in {rep.groups} groups in {rep.seconds:.1f} s "
-          f"({rep.skipped} already done)")
-    return 0
+
+    # interrupted: the workers are stopped and every finished group is flushed
+    return run_cli(body, interrupted_hint=f"finished groups are kept in {args.out}")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,17 @@ copies of the weights at the requested epochs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from data.tasks.objectives import CLASSIFICATION, Classification, Objective, Scores
 from data.models.stacked_mlp import StackedMLPStep, layer_plan
 from data.tasks.builtin import TaskData
+from data.tasks.objectives import CLASSIFICATION, Classification, Objective, Scores
 
 StateDict = dict[str, torch.Tensor]
 EVAL_CHUNK = 8192  # examples per eval forward pass, bounds memory at M × chunk × width floats
@@ -46,7 +46,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs between logged evaluations (checkpoint epochs and the last: always)
 
     @classmethod
-    def from_training(cls, tr: Mapping) -> "TrainConfig":
+    def from_training(cls, tr: Mapping) -> TrainConfig:
         """From a spec's resolved [training] section."""
         return cls(tr["epochs"], tr["lr"], tr["batch_size"], tr["momentum"], tr["weight_decay"], tr["optimizer"],
                    tr["beta2"], tr["eval_every"])

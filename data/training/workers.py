@@ -225,8 +225,7 @@ def ray_connect(executor: Executor, workers: int) -> None:
         else:
             temp = Path(executor.temp_dir or os.environ.get("PHASEZOO_RAY_TMP", ROOT / ".ray")).resolve()
             temp.mkdir(parents=True, exist_ok=True)
-            # the local Ray's worker processes inherit this environment: the project importable, one thread
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+            # the local Ray's worker processes inherit this environment (the project is installed): one thread
             os.environ.setdefault("OMP_NUM_THREADS", "1")
             ray.init(num_cpus=workers, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False,
                      logging_level="ERROR", object_store_memory=256 * 2**20)

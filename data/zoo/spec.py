@@ -36,10 +36,10 @@ import polars as pl
 
 from data.models.archs import arch_def, arch_params
 from data.params import Param, SpecError, positive, resolve
-from data.zoo.paths import PathError, read_text
-from data.zoo.schema import KNOB_DTYPES
 from data.tasks.builtin import task_def, task_params
 from data.training.train import OPTIMIZERS
+from data.zoo.paths import PathError, read_text
+from data.zoo.schema import KNOB_DTYPES
 
 TRAINING_PARAMS = {
     "epochs": positive(int),

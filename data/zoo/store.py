@@ -15,8 +15,8 @@ import fcntl
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -27,11 +27,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data.models.archs import build_model
-from data.zoo.paths import (MAX_CHECKPOINT_BYTES, MAX_TABLE_BYTES, MAX_TEXT_BYTES, PathError, check_zoo_dir, read_parquet,
-                        read_text, regular_file, zoo_file)
+from data.tasks.builtin import TASKS, TaskData, load_task
+from data.zoo.paths import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_TABLE_BYTES,
+    MAX_TEXT_BYTES,
+    PathError,
+    check_zoo_dir,
+    read_parquet,
+    read_text,
+    regular_file,
+    zoo_file,
+)
 from data.zoo.schema import CATALOG, METRICS, Schema, SchemaError
 from data.zoo.spec import ModelConfig, ZooSpec, parse_spec
-from data.tasks.builtin import TASKS, TaskData, load_task
 
 SPEC, CATALOG_FILE, CHECKPOINTS, METRICS_FILE = "spec.toml", "catalog.parquet", "checkpoints", "metrics.parquet"
 BUILTIN_ZOOS = Path(__file__).resolve().parents[1] / "zoos"  # committed zoos, one directory each
@@ -210,7 +219,7 @@ class Zoo:
     spec_text: str = ""  # spec.toml as read by `open` (pages show it without reading the file again)
 
     @classmethod
-    def open(cls, root: str | Path) -> "Zoo":
+    def open(cls, root: str | Path) -> Zoo:
         """Read-only. A hostile directory (a link loop, a FIFO or device among its files, an oversized file)
         is refused with a one-line ZooError naming it before anything is read (data.zoo.paths)."""
         root = Path(root)
@@ -294,7 +303,7 @@ def read_catalog(root: Path, spec: ZooSpec, missing_ok: bool = False) -> pl.Data
     if not found:
         if missing_ok:
             return CATALOG.empty(spec.knob_dtypes)
-        raise ZooError(f"{root}: {CATALOG_FILE} is missing (generate the zoo with `python -m data.training.generate`)")
+        raise ZooError(f"{root}: {CATALOG_FILE} is missing (generate the zoo with `phasezoo generate`)")
     try:
         df = read_parquet(path)
     except PathError as e:

@@ -1,0 +1,148 @@
+"""The upload's measurements, as the zoo computed them for its own models: the quick ones in this process
+(`OwnMetrics`, each metric once), the Hessian and the pair metrics as jobs on an executor (`measure_slow`;
+a worker process, or this one).
+
+Metric rows are metrics.parquet rows (data.zoo.schema.METRICS) with model_id `UPLOAD` for the upload.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from functools import lru_cache
+
+import polars as pl
+import torch
+
+from analysis.metrics.catalog import get_metric
+from analysis.metrics.registry import ModelInput
+from analysis.runner.run import metric_rows, zoo_metric
+from analysis.upload.failures import in_worker
+from data.device import resolve_device
+from data.models.archs import build_model
+from data.tasks.builtin import TASKS, load_task
+from data.zoo.schema import METRICS
+from data.zoo.store import Zoo
+
+log = logging.getLogger("phasezoo.verdict")
+UPLOAD = "upload"  # the model_id of the uploaded model in metric rows
+QUICK = ("performance", "weights", "hessian_trace_exact")  # milliseconds: in this process, before the rest
+# The upload's Hessian on the training probe set only: the taxonomy and the classifier use that split.
+HESSIAN = ("hessian", {"splits": ("train",)})
+PAIRS = ("cka_logits_test", "mc_linear", "mc_bezier")
+Progress = Callable[[str, float], None]  # (what is being done, fraction done)
+
+
+def rows_frame(rows: Sequence[dict]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=METRICS.columns) if rows else METRICS.empty()
+
+
+# ----------------------------------------------------------------------------- worker side
+@lru_cache(maxsize=4)
+def _zoo(root: str) -> Zoo:
+    return Zoo.open(root)
+
+
+@lru_cache(maxsize=8)
+def _task(root: str, device: str, task_knobs: tuple = ()):
+    """The zoo's task, with the cell's values of task-parameter knobs (the PINN's β) where known."""
+    zoo = _zoo(root)
+    task = load_task(zoo.spec.task, **{**zoo.spec.task_params, **dict(task_knobs)}) if task_knobs else zoo.task
+    return task.to(resolve_device(device))
+
+
+def _upload_model(root: str, arch_params: Mapping, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    zoo = _zoo(root)
+    input_shape, n_out = TASKS[zoo.spec.task].shapes(zoo.spec.task_params)
+    model = build_model(zoo.spec.arch, input_shape, n_out, dict(arch_params))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def metric_task(root: str, epoch: int, arch_params: Mapping, models: Sequence[tuple],
+                metrics: Sequence[tuple[str, dict]], device: str = "cpu", task_knobs: tuple = ()) -> list[dict]:
+    """Metric rows on one model or a pair, each ("upload", name, state dict) or ("zoo", model_id); the
+    first is the analysed upload (model_id `UPLOAD`), on the task with `task_knobs` ((name, value) pairs of
+    task-parameter knobs). Runs in a worker process or in this one."""
+    dev = resolve_device(device)
+    zoo = _zoo(root)
+    inputs = []
+    for i, m in enumerate(models):
+        model = zoo.build_model(m[1], epoch) if m[0] == "zoo" else _upload_model(root, arch_params, m[2])
+        inputs.append(ModelInput(UPLOAD if i == 0 else m[1], model.to(dev), _task(root, device, task_knobs)))
+    chosen = [zoo_metric(zoo, get_metric(name)).with_params(**params) for name, params in metrics]
+    chosen = [m for m in chosen if m.applies_to(inputs[0].model, TASKS[zoo.spec.task].kind)]
+    base = {"model_id": UPLOAD, "other_id": inputs[1].model_id if len(inputs) > 1 else None, "epoch": epoch}
+    return metric_rows(chosen, inputs, base, " & ".join(m[1] for m in models))
+
+
+# ----------------------------------------------------------------------------- this process
+class OwnMetrics:
+    """The upload's quick metrics (`QUICK`), each measured once: a data-free one (weights) on first use, one
+    that needs data once per task it is asked for. That is one task — the cell's — unless a task-parameter
+    knob (a PINN's β) has to be estimated: the estimate compares its fit on the task known so far, and the
+    verdict needs its fit on the cell's task."""
+
+    def __init__(self, root: str, epoch: int, arch_params: Mapping, me: tuple):
+        self._at = (root, epoch, dict(arch_params), me)
+        self._rows: dict[tuple[str, tuple], list[dict]] = {}  # (metric, task knobs) -> its rows
+
+    def rows(self, task_knobs: tuple) -> list[dict]:
+        root, epoch, params, me = self._at
+        out: list[dict] = []
+        for name in QUICK:
+            key = (name, task_knobs if get_metric(name).needs_data else ())
+            if key not in self._rows:
+                self._rows[key] = metric_task(root, epoch, params, [me], [(name, {})], "cpu", key[1])
+            out += self._rows[key]
+        return out
+
+
+def submit(executor: Executor | None, fn, *args) -> Future:
+    """A future of `fn(*args)`, which holds whatever it raised (a pool that cannot take work too)."""
+    f: Future = Future()
+    if executor is None:  # in this process, now
+        try:
+            f.set_result(fn(*args))
+        except Exception as e:
+            f.set_exception(e)
+        return f
+    try:
+        return executor.submit(in_worker, fn, *args)
+    except Exception as e:  # a broken or shut-down pool: this job fails, the analysis goes on
+        f.set_exception(e)
+        return f
+
+
+def measure_slow(executor: Executor | None, root: str, epoch: int, arch_params: Mapping, me: tuple,
+                 others: Sequence[tuple], pairs: Sequence[str], device: str, task_knobs: tuple,
+                 progress: Progress) -> tuple[list[dict], list[str], list[str]]:
+    """Its Hessian, and the `pairs` metrics with each of `others`, as jobs on `executor`: (rows, one line per
+    job that failed, the metrics of its own that failed). A job that fails (in a worker too) is that
+    measurement's failure, not the whole file's; a caller that stops half-way leaves no work queued."""
+    params = dict(arch_params)
+    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs):
+            ("Hessian", HESSIAN[0])}
+    jobs |= {submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in pairs], device,
+                    task_knobs): (f"pairing with {o[1]}", None) for o in others}
+    rows: list[dict] = []
+    errors: list[str] = []
+    failed: list[str] = []
+    pending, n = set(jobs), len(jobs)
+    try:
+        while pending:
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in finished:
+                try:
+                    rows += f.result()
+                except Exception as e:
+                    what, metric = jobs[f]
+                    log.error("%s: %s failed", me[1], what, exc_info=e)
+                    errors.append(f"{what} failed (an internal error, logged)")
+                    failed += [metric] if metric else []
+            done = n - len(pending)
+            progress(f"Hessian and {len(others)} pair(s): {done}/{n} done", 0.2 + 0.75 * done / n)
+    finally:
+        for f in pending:
+            f.cancel()
+    return rows, errors, failed

@@ -1,0 +1,302 @@
+"""What the upload pipeline learns about one checkpoint: typed, frozen results, JSON field by field.
+
+Each section of a `Report` is the result of one step (analysis.upload.verdict runs them): the data-free
+layer statistics, the recognition (analysis.upload.recognise.ZooMatch), its cell (`KnobValue` per grid knob),
+its own metric rows and its pair values, the two verdicts (`RuleVerdict`, `ClassifierVerdict`), the
+`Evidence` per taxonomy quantity and its `Placement` in weight space. A section a step never reached is
+empty (None, or an empty tuple / mapping).
+
+`to_dict()` gives the JSON form (the report download, `--json`, the on-disk cache) and `Report.from_dict`
+rebuilds an equal Report from it; a dict of another shape raises (KeyError, TypeError or ValueError), which
+the cache reads as "recompute".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.taxonomy.phases import UNCLASSIFIED
+from analysis.upload.recognise import ZooMatch
+
+_PERCENTILE = re.compile(r"p(\d+)")
+
+
+def plain(v):
+    """The JSON form of a result: dataclasses as dicts (their own `to_dict` where they have one), tuples as
+    lists, numpy scalars as Python numbers, paths as strings."""
+    if hasattr(v, "to_dict"):
+        return v.to_dict()
+    if dataclasses.is_dataclass(v):
+        return _fields(v)
+    if isinstance(v, Mapping):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return v.item()
+    return str(v) if isinstance(v, Path) else v
+
+
+def _fields(obj) -> dict:
+    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One weight matrix's data-free statistics (analysis.kernels.weights.LayerWeights, flattened)."""
+
+    layer: str
+    shape: tuple[int, ...]
+    mean: float
+    var: float
+    spectral_norm: float  # σ₁
+    stable_rank: float  # ‖W‖_F² / σ₁²
+    alpha: float | None  # heavy-tail exponent of the eigenvalue tail (Clauset); None: too few eigenvalues
+    alpha_ks: float | None  # its Kolmogorov–Smirnov distance
+    percentiles: Mapping[int, float]  # percentile (1, 25, 50, 75, 99) -> weight value
+
+    @classmethod
+    def of(cls, lw) -> LayerStats:
+        fit = lw.alpha
+        return cls(lw.layer, tuple(lw.shape), lw.mean, lw.var, lw.spectral_norm, lw.stable_rank,
+                   fit.alpha if fit else None, fit.ks_distance if fit else None, dict(lw.percentiles))
+
+    def to_dict(self) -> dict:
+        """Flat (one table row per layer): the percentiles as columns p01, p25, …"""
+        d = _fields(self)
+        del d["percentiles"]
+        return d | {f"p{p:02d}": q for p, q in self.percentiles.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> LayerStats:
+        pct = {int(m.group(1)): v for k, v in d.items() if (m := _PERCENTILE.fullmatch(k))}
+        return cls(d["layer"], tuple(d["shape"]), d["mean"], d["var"], d["spectral_norm"], d["stable_rank"],
+                   d["alpha"], d["alpha_ks"], pct)
+
+
+@dataclass(frozen=True)
+class KnobValue:
+    """One grid knob of the upload's cell: its value, the grid value it is compared at, and where it came
+    from ("weights", "given", "identical zoo model" or "estimated", then from which zoo models)."""
+
+    value: object
+    grid: object
+    source: str
+    estimated_from: tuple[str, ...] | None = None  # the nearest zoo models the estimate is their majority of
+
+    def to_dict(self) -> dict:
+        d = {"value": plain(self.value), "grid": plain(self.grid), "source": self.source}
+        return d | ({"from": list(self.estimated_from)} if self.estimated_from is not None else {})
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> KnobValue:
+        return cls(d["value"], d["grid"], d["source"], tuple(d["from"]) if "from" in d else None)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One of its own metric rows (metrics.parquet's columns for a model alone)."""
+
+    metric: str
+    split: str | None
+    layer: str | None
+    coord: float | None
+    value: float
+    stderr: float | None
+
+
+@dataclass(frozen=True)
+class PairValue:
+    """A pair metric (CKA, mode connectivity) between the upload and `other` (a zoo model id or an upload)."""
+
+    other: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """The taxonomy's rules (analysis.taxonomy.phases.classify) on its quantities, with the zoo's thresholds."""
+
+    phase: str
+    reason: str | None  # why the rules cannot decide (phase "unclassified"); None where they do
+    train_loss: float | None  # nats (the task's loss unit)
+    mc: float | None  # Bézier mode connectivity, points; mean over its pairs
+    cka: float | None  # logits CKA on the test split; mean over its pairs
+    mc_linear: float | None
+    tau_loss: float | None  # τ_L
+    eps_mc: float | None  # ε (the barrier threshold is −ε)
+    tau_cka: float | None  # τ_C
+    margin_loss: float | None  # decades above τ_L
+    margin_mc: float | None  # points above −ε
+    margin_cka: float | None  # above τ_C
+    near_boundary: bool | None
+    pairs_with: str | None  # "uploads", "zoo seeds", or None without pairs
+    n_pairs: int
+    provenance: Mapping[str, str]  # threshold -> where its value comes from
+
+
+@dataclass(frozen=True)
+class FeatureRange:
+    """A classifier feature outside the training models' range: its value and that range."""
+
+    value: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ClassifierVerdict:
+    """The learned single-model classifier's answer (analysis.taxonomy.classifier.predict)."""
+
+    phase: str | None  # None: withheld
+    probabilities: Mapping[str, float]  # phase -> p; empty when withheld
+    features: Mapping[str, float | None]  # feature -> its value (log10 for losses and Hessian quantities)
+    n_train: int
+    nearest_distance: float | None  # to the nearest training model, standardised feature space
+    typical_distance: float  # the 99th percentile of training models' nearest-neighbour distances
+    extrapolating: bool
+    outside: Mapping[str, FeatureRange]
+    withheld: str | None  # why there is no answer
+
+    @classmethod
+    def of(cls, out: Mapping) -> ClassifierVerdict:
+        return cls(**{**out, "outside": {f: FeatureRange(**r) for f, r in out["outside"].items()}})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One taxonomy quantity: the upload's value, its threshold and the zoo's cells' distribution of it (on
+    the seeds' scale: analysis.metrics.outputs.Aggregate.to_seed_scale)."""
+
+    quantity: str
+    value: float | None
+    threshold: float | None
+    zoo_cells: int
+    zoo_min: float | None
+    zoo_q25: float | None
+    zoo_median: float | None
+    zoo_q75: float | None
+    zoo_max: float | None
+    zoo_fraction_below: float | None  # of the zoo's cells, those below its value
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A zoo model near it in weight space, with its knobs and its cell's phase."""
+
+    model_id: str
+    distance: float  # ‖Δw‖₂ over the padded weight vector
+    phase: str | None
+    knobs: Mapping[str, object]  # grid knob -> value
+    seed: int
+
+    def to_dict(self) -> dict:
+        return {"model_id": self.model_id, "distance": self.distance, "phase": self.phase,
+                **{k: plain(v) for k, v in self.knobs.items()}, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Neighbour:
+        own = ("model_id", "distance", "phase", "seed")
+        return cls(d["model_id"], d["distance"], d["phase"], {k: v for k, v in d.items() if k not in own}, d["seed"])
+
+
+@dataclass(frozen=True)
+class Point:
+    """A position on a stored 2-D map of the zoo's weights."""
+
+    x: float
+    y: float
+    approximate: bool = False  # True: its nearest zoo models' inverse-distance mean, not a projection
+
+    def to_dict(self) -> dict:
+        return {"x": self.x, "y": self.y} | ({"approximate": True} if self.approximate else {})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Its place in the zoo's weight space (analysis.upload.placement), or a note why it has none."""
+
+    epoch: int | None = None
+    neighbours: tuple[Neighbour, ...] = ()
+    identical_to: str | None = None  # the zoo model it is a copy of within its file's precision
+    precision: float | None = None  # the file's unit roundoff
+    pca: Point | None = None  # exact projection
+    umap: Point | None = None  # approximate
+    note: str | None = None  # why it has no place (then every other field is empty)
+
+    def position(self, method: str) -> Point | None:
+        return {"pca": self.pca, "umap": self.umap}.get(method)
+
+    def to_dict(self) -> dict:
+        if self.note is not None:
+            return {"note": self.note}
+        d = {"epoch": self.epoch, "neighbours": plain(self.neighbours), "identical_to": self.identical_to,
+             "precision": self.precision, "pca": plain(self.pca)}
+        return d | ({"umap": self.umap.to_dict()} if self.umap else {})
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Placement:
+        if "note" in d:
+            return cls(note=d["note"])
+        return cls(d["epoch"], tuple(Neighbour.from_dict(n) for n in d["neighbours"]), d["identical_to"],
+                   d["precision"], Point(**d["pca"]), Point(**d["umap"]) if "umap" in d else None)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything learned about one checkpoint; `Report.from_json(r.to_json()) == r`."""
+
+    file: str
+    sha256: str
+    n_params: int
+    notes: tuple[str, ...]  # what loading did (prefixes stripped, wrapper unwrapped), what could not be done
+    data_free: tuple[LayerStats, ...]
+    matches: tuple[ZooMatch, ...]  # every zoo tried, matches first
+    zoo: str | None = None  # the recognised zoo's directory; None: the data-free report is all there is
+    epoch: int | None = None  # the zoo's analysis epoch compared against
+    cell: Mapping[str, KnobValue] = field(default_factory=dict)  # grid knob -> its value
+    metrics: tuple[MetricRow, ...] = ()
+    pairs: tuple[PairValue, ...] = ()
+    rule: RuleVerdict | None = None
+    classifier: ClassifierVerdict | None = None
+    evidence: tuple[Evidence, ...] = ()
+    placement: Placement | None = None
+    errors: tuple[str, ...] = ()  # measurements that failed, by name
+    seconds: float = 0.0
+
+    @property
+    def phase(self) -> str | None:
+        """The rules' phase where they can decide, else the classifier's; None where neither can (the classifier
+        withholds its answer when a measurement of the model failed or is non-finite)."""
+        rule = self.rule.phase if self.rule else None
+        return rule if rule not in (None, UNCLASSIFIED) else self.classifier.phase if self.classifier else None
+
+    def to_dict(self) -> dict:
+        return _fields(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Report:
+        return cls(
+            d["file"], d["sha256"], d["n_params"], tuple(d["notes"]),
+            tuple(LayerStats.from_dict(x) for x in d["data_free"]), tuple(ZooMatch.from_dict(m) for m in d["matches"]),
+            d["zoo"], d["epoch"], {k: KnobValue.from_dict(v) for k, v in d["cell"].items()},
+            tuple(MetricRow(**m) for m in d["metrics"]), tuple(PairValue(**p) for p in d["pairs"]),
+            RuleVerdict(**d["rule"]) if d["rule"] is not None else None,
+            ClassifierVerdict.of(d["classifier"]) if d["classifier"] is not None else None,
+            tuple(Evidence(**e) for e in d["evidence"]),
+            Placement.from_dict(d["placement"]) if d["placement"] is not None else None,
+            tuple(d["errors"]), d["seconds"])
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,115 @@
+"""From the upload's metric rows to its two verdicts and the evidence: the taxonomy's rules with the zoo's
+thresholds (analysis.taxonomy.phases), the learned single-model classifier (analysis.taxonomy.classifier),
+and each taxonomy quantity next to the zoo's distribution of it over cells.
+
+A measurement of its own that failed or is non-finite never becomes a made-up value: the rules say what they
+lack, and the classifier withholds its answer (its features would otherwise be imputed with the zoo's medians).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from analysis.taxonomy.cells import CELL_QUANTITIES, QUANTITIES, unit_values
+from analysis.taxonomy.classifier import FEATURES, model_features, predict
+from analysis.taxonomy.phases import NEEDED, UNCLASSIFIED, Thresholds, classify
+from analysis.upload import zoo_side
+from analysis.upload.measure import UPLOAD, rows_frame
+from analysis.upload.report import ClassifierVerdict, Evidence, KnobValue, MetricRow, PairValue, RuleVerdict
+from data.zoo.spec import ZooSpec
+from data.zoo.store import Zoo
+
+PAIR_QUANTITIES = ("mc", "mc_linear", "cka")
+RULE_EVIDENCE = ("train_loss", "mc", "cka", "hessian_trace")  # the quantities shown against the zoo's cells
+
+
+def _quantities(rows: pl.DataFrame, quantities: Mapping) -> dict[str, float]:
+    """Mean value per quantity (over pairs for pair quantities) from metric rows."""
+    u = unit_values(rows, dict(quantities))
+    return dict(u.group_by("quantity").agg(pl.col("value").mean()).rows())
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Its metric rows, sorted into what the verdicts read."""
+
+    own: pl.DataFrame  # its own rows (other_id null), failed ones included
+    pairs: pl.DataFrame  # its pair rows' scalar values (coord null), failed ones dropped
+    quantities: Mapping[str, float]  # taxonomy quantity -> its value (mean over its pairs for pair quantities)
+    errors: tuple[str, ...]  # every failed row's message, then every failed job's
+    failed: tuple[str, ...]  # its own metrics that failed (raised, or a non-finite value), sorted
+
+    @classmethod
+    def of(cls, rows: Sequence[dict], job_errors: Sequence[str], job_failed: Sequence[str]) -> Measured:
+        frame = rows_frame(rows)
+        alone, paired = pl.col("other_id").is_null(), pl.col("other_id").is_not_null()
+        bad = pl.col("error").is_not_null()
+        own = frame.filter(alone)
+        quantities = _quantities(own, CELL_QUANTITIES)
+        quantities.update(_quantities(frame.filter(paired), {q: CELL_QUANTITIES[q] for q in PAIR_QUANTITIES}))
+        return cls(own, frame.filter(paired & pl.col("coord").is_null() & ~bad), quantities,
+                   tuple(frame.filter(bad)["error"].to_list() + list(job_errors)),
+                   tuple(sorted({*job_failed, *own.filter(bad)["metric"]})))
+
+    def metric_rows(self) -> tuple[MetricRow, ...]:
+        fields = ("metric", "split", "layer", "coord", "value", "stderr")
+        return tuple(MetricRow(**{k: r[k] for k in fields})
+                     for r in self.own.filter(pl.col("error").is_null()).iter_rows(named=True))
+
+    def pair_values(self) -> tuple[PairValue, ...]:
+        return tuple(PairValue(r["other_id"], r["metric"], r["value"]) for r in self.pairs.iter_rows(named=True))
+
+
+def rule_verdict(m: Measured, spec: ZooSpec, cell: Mapping[str, KnobValue], th: Thresholds,
+                 pairs_with: str | None, n_pairs: int) -> RuleVerdict:
+    """The taxonomy's rules on its quantities at its cell, as one cell of its own."""
+    q = m.quantities
+    one = pl.DataFrame({spec.load.knob: [cell[spec.load.knob].grid], spec.temperature.knob:
+                        [cell[spec.temperature.knob].grid], **{k: [q.get(k)] for k in (*NEEDED, "hessian_trace")}},
+                       schema_overrides={k: pl.Float64 for k in (*NEEDED, "hessian_trace")})
+    ruled = classify(one, th).row(0, named=True)
+    reason = None
+    if ruled["phase"] == UNCLASSIFIED:
+        lacking = [k for k in NEEDED if q.get(k) is None]
+        reason = f"lacks {', '.join(lacking)}" if lacking else "a threshold is undefined for this zoo"
+        if m.failed:
+            reason += f" (its {', '.join(m.failed)} could not be measured: non-finite or failed)"
+    return RuleVerdict(ruled["phase"], reason, q.get("train_loss"), q.get("mc"), q.get("cka"), q.get("mc_linear"),
+                       th.train_loss, th.mc, th.cka, ruled["margin_loss"], ruled["margin_mc"], ruled["margin_cka"],
+                       ruled["near_boundary"], pairs_with, n_pairs, dict(th.provenance))
+
+
+def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[ClassifierVerdict, str | None]:
+    """The classifier's answer on its own features (those the zoo's models have too), and a note for the
+    report where it is withheld or extrapolates."""
+    state = zoo_side.zoo_state(zoo)
+    feats = model_features(m.own, {UPLOAD: n_params})
+    table = zoo_side.training(state)
+    used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
+    c = ClassifierVerdict.of(predict(zoo_side.classifier(state, used), {f: feats[f][0] for f in used}, m.failed))
+    if c.withheld:
+        return c, f"no classifier verdict: {c.withheld}"
+    if c.extrapolating:
+        outside = ", ".join(c.outside)
+        return c, (f"unlike every zoo model in the classifier's features (distance {c.nearest_distance:.2f} to the "
+                   f"nearest, where 99 % of zoo models have a neighbour within {c.typical_distance:.2f}"
+                   + (f"; outside the zoo's range: {outside}" if outside else "")
+                   + "): its probabilities extrapolate and overstate their confidence")
+    return c, None
+
+
+def evidence(cells: pl.DataFrame, th: Thresholds, mine: Mapping[str, float]) -> tuple[Evidence, ...]:
+    """Each taxonomy quantity: the upload's value, its threshold, and where it falls among the zoo's cells
+    (on the seeds' scale: a Hessian cell value is ln of its seed mean)."""
+    thresholds = {"train_loss": th.train_loss, "mc": -th.mc, "cka": th.cka, "hessian_trace": None}
+    out = []
+    for q in RULE_EVIDENCE:
+        zoo_vals = QUANTITIES[q].aggregate.to_seed_scale(cells[q].drop_nulls().drop_nans())
+        v = mine.get(q)
+        qs = zoo_vals.quantile if len(zoo_vals) else (lambda *_: None)
+        out.append(Evidence(q, v, thresholds[q], len(zoo_vals), zoo_vals.min(), qs(0.25), qs(0.5), qs(0.75),
+                            zoo_vals.max(),
+                            float((zoo_vals < v).mean()) if v is not None and len(zoo_vals) else None))
+    return tuple(out)

@@ -1,0 +1,6 @@
+"""`python -m phasezoo` = `phasezoo`."""
+import sys
+
+from phasezoo.cli import main
+
+sys.exit(main())
