@@ -90,6 +90,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_ray.py
 	$(PYTHON) bench/bench_load.py
 	$(PYTHON) bench/trace_coverage.py
+	$(PYTHON) bench/bench_archs.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py

@@ -7,7 +7,11 @@
 2. computes every registered metric of the CPU-trained zoo on the CPU and on CUDA (same weights): the
    values must agree within each metric's tolerance (exact kernels tightly, the trained Bézier curve of
    mode connectivity, a 20-epoch SGD run of its own, loosely);
-3. analyses one checkpoint (analysis.upload.verdict) with its workers on each device: same phase and quantities.
+3. analyses one checkpoint (analysis.upload.verdict) with its workers on each device: same phase and quantities;
+4. the real architectures of bench/bench_archs.py (resnet18_width at width 16, torchvision:resnet18 with
+   small_input; random CIFAR-10-shaped data, the bench's cut-down metric parameters): every metric of the
+   same weights on the CPU and on CUDA within the tolerances of step 2, with cuDNN's TF32 convolutions off
+   (on, a convolution rounds its inputs to 10 mantissa bits: ~1e-3 relative, not a device bug).
 Exit status 1 if anything disagrees. Prints the largest differences per metric.
 """
 from __future__ import annotations
@@ -108,11 +112,58 @@ def main(argv=None) -> int:
         print(f"verdict on {dev}: {r.rule.phase} (mc {r.rule.mc:.3g}, CKA {r.rule.cka:.3g}), "
               f"classifier {r.classifier.phase}, {time.perf_counter() - t:.1f} s")
     ok &= verdicts["cpu"].rule.phase == verdicts["cuda"].rule.phase
+    ok &= check_archs()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         diffs.write_parquet(args.out / "cuda_metric_diffs.parquet")
     print("CUDA agrees with the CPU" if ok else "CUDA DISAGREES with the CPU")
     return 0 if ok else 1
+
+
+def within(metric: str, a: float, b: float) -> bool:
+    rtol, atol = TOLERANCE.get(metric, DEFAULT_TOL)
+    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+
+
+def check_archs(devices: tuple[str, str] = ("cpu", "cuda")) -> bool:
+    """Step 4: every metric of bench_archs' two ResNet-18s (seeds 0 and 1 a pair) on the CPU and on CUDA.
+    hessian_layers on the small width only: at width 64, 41 blocks × ≥ 43 HVPs take ~5 min on one CPU thread."""
+    try:  # run as a script (bench/ on sys.path) or imported from the repository root (the tests)
+        from bench_archs import BENCH_PARAMS, CLASSES, MODEL_METRICS, MODELS, PAIR_METRICS, SHAPE, random_task
+    except ImportError:
+        from bench.bench_archs import BENCH_PARAMS, CLASSES, MODEL_METRICS, MODELS, PAIR_METRICS, SHAPE, random_task
+    from analysis.metrics.catalog import get_metric
+    from analysis.metrics.registry import ModelInput
+    from data.models.archs import build_model
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    ok = True
+    try:
+        for label, arch, params in MODELS:
+            values = {}
+            names = [n for n in MODEL_METRICS + PAIR_METRICS if n != "hessian_layers" or params.get("width", 64) < 64]
+            for dev in devices:
+                task = random_task(256, 256, torch.device(dev))
+                a, b = (ModelInput(f"{label} s{s}", build_model(arch, SHAPE, CLASSES, params, seed=s).to(dev).eval(),
+                                   task, 1) for s in (0, 1))
+                t = time.perf_counter()
+                for name in names:
+                    metric = get_metric(name).with_params(**BENCH_PARAMS.get(name, {}))
+                    rows = metric(a) if name in MODEL_METRICS else metric(a, b)
+                    values[dev, name] = {(v.metric, v.split, v.layer, i): v.value for i, v in enumerate(rows)}
+                print(f"{label} on {dev}: {len(names)} metrics in {time.perf_counter() - t:.1f} s")
+            for name in names:
+                cpu, gpu = (values[d, name] for d in devices)
+                bad = [k for k in cpu if k not in gpu or not within(k[0], cpu[k], gpu[k])]
+                worst = max((abs(cpu[k] - gpu[k]) for k in cpu if k in gpu), default=0.0)
+                same = cpu.keys() == gpu.keys()
+                print(f"  {label:22s} {name:16s} {len(cpu):5d} values, max |Δ| {worst:.3g}  "
+                      + ("ok" if same and not bad else f"{len(bad)} beyond tolerance" if same else "different rows"))
+                ok &= same and not bad
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    return ok
 
 
 if __name__ == "__main__":

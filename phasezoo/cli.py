@@ -23,6 +23,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("generate", "data.training.generate", "train a zoo from a spec (TOML); resumable"),
     Command("import", "data.importers.ptmz", "import a zoo in the Phase-Transition Model Zoo's published layout"),
+    Command("import-manifest", "data.importers.manifest",
+            "import a folder of your own checkpoints as a zoo, from a manifest table and a zoo description"),
+    Command("import-smallcnn", "data.importers.smallcnn", "import the Small CNN Zoo (weights.npy, layout.csv, metrics.csv.gz)"),
     Command("run", "analysis.runner.run", "compute metrics over a zoo's models, seed pairs and cells; resumable"),
     Command("recompute", "analysis.runner.recompute",
             "recompute only the changed outputs of a metric; carry its other outputs over"),
@@ -33,6 +36,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("embed", "analysis.studies.embed", "PCA and UMAP of a zoo's weights at every stored epoch"),
     Command("ensembles", "analysis.studies.phase_ensembles", "phase-consistent against phase-crossing ensembles"),
     Command("findings", "analysis.studies.findings", "re-test the published downstream findings on a zoo"),
+    Command("export", "analysis.studies.export",
+            "a zoo as a weight-space-learning dataset: flat weights, layout, metrics, phases, split by cell"),
     Command("downstream", "phasezoo.downstream",
             "the downstream metrics at the last analysis epoch, then ensembles and findings"),
     Command("verdict", "analysis.upload.verdict", "a checkpoint's phase, with the evidence and its place on the map"),

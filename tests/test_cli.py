@@ -59,7 +59,14 @@ BAD_INPUT = {  # the one-line `error:` exit (data.cli.run_cli) of each command o
     "findings": ["{tmp}/missing"],
     "downstream": ["{tmp}/missing"],
     "verdict": ["{tmp}/missing.pt", "--zoo", "{tmp}/missing"],
+    "import-manifest": ["{tmp}/missing.csv", "--describe", "{tmp}/zoo.toml", "--out", "{tmp}/zoo"],
+    "import-smallcnn": ["{tmp}/missing", "--out", "{tmp}/zoo"],
+    "export": ["{tmp}/missing", "--out", "{tmp}/zoo"],
 }
+
+
+def test_every_command_that_reads_input_has_a_bad_input_case():
+    assert set(BAD_INPUT) == {c.name for c in COMMANDS} - {"dashboard", "reference"}
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUT))

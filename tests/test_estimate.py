@@ -6,7 +6,8 @@ import shutil
 import polars as pl
 import pytest
 
-from analysis.runner.run import COSTS_FILE, predicted_seconds, read_costs, resolve_metrics, run
+from analysis.runner.costs import COSTS_FILE, predicted_seconds, read_costs
+from analysis.runner.run import resolve_metrics, run
 from analysis.upload.verdict import upload_estimate
 from data.training.generate import generate, plan_groups
 from data.zoo.spec import load_spec

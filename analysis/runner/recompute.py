@@ -37,8 +37,10 @@ from analysis.metrics.definitions import (
     weights_ww_only,
 )
 from analysis.metrics.registry import Metric, MetricError, ModelInput, Value
-from analysis.runner.run import predicted_seconds, zoo_metric
+from analysis.runner.costs import predicted_seconds
+from analysis.runner.run import prepare_data, zoo_metric
 from data.cli import run_cli
+from data.models.reference import add_factory_flag, trust_flagged
 from data.training.workers import LOCAL, format_duration, run_unordered
 from data.zoo.schema import METRICS
 from data.zoo.store import METRICS_FILE, Zoo, ZooError, atomic_write, read_metrics, writer_lock
@@ -260,13 +262,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runn
     ap.add_argument("--stage", type=Path, default=None, metavar="DIR",
                     help="keep computed rows in DIR too; staged units are merged, not recomputed")
     ap.add_argument("--compute-only", action="store_true", help="with --stage: compute, do not write the zoo")
+    ap.add_argument("--data-root", metavar="DIR", default=None, help="where the task's data is (overrides the "
+                    "spec's data_root and $PHASEZOO_DATA; docs/datasets.md); the local workers inherit it")
+    add_factory_flag(ap)
     args = ap.parse_args(argv)
+    trust_flagged(args.factory)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n for n in args.metrics.split(",") if n]
 
     def body() -> int:
         if unknown := set(names) - set(PARTIALS):
             raise MetricError(f"no partial recompute for {sorted(unknown)}; known: {sorted(PARTIALS)}")
+        # the data root for this process and the workers it spawns (their environment): checked before any work
+        prepare_data(Zoo.open(args.zoo), [get_metric(n) for n in names], args.data_root)
         if args.estimate:
             estimate(args.zoo, names, args.workers)
             return 0

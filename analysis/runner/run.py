@@ -3,12 +3,16 @@
     phasezoo run data/zoos/mnist1d-mlp                      # every metric, analysis epochs
     phasezoo run ZOO --metrics 'hessian*,performance' --epochs 300 --models 'width256*'
     phasezoo run --list                                     # the registry
+    phasezoo run data/zoos/ptmz-resnet18 --data-root /data  # an imported zoo, measured on the data under /data
 
 A task is one model (all requested model-scope metrics, the checkpoint loaded once), one pair of seeds
 of a grid cell (all pair-scope metrics) or all seeds of a cell (cell-scope metrics) at one epoch. Tasks
 run in `--workers` processes (one torch thread each), longest first. The main process appends their rows
 to the zoo's metrics.parquet atomically every `--flush-every` seconds. Resumable: a (model, pair or cell,
 epoch, metric parameters) already stored without error is skipped. A failure is stored as a row naming the model and the metric, and the others go on.
+A task read from disk (the published zoos' CIFAR/SVHN/TinyImageNet, data.datasets) comes from the data root:
+`--data-root`, else the spec's `data_root`, else $PHASEZOO_DATA (docs/datasets.md). It is read once before any
+work starts (a missing root or layout is one line, nothing computed), and handed to every worker in its payload.
 SIGINT/SIGTERM stop the workers, flush the finished rows and exit 130/143 with one line; a dead worker or a
 full disk ends with one line too, the finished rows kept (docs/long-jobs.md).
 """
@@ -19,10 +23,8 @@ import contextlib
 import dataclasses
 import fnmatch
 import itertools
-import json
 import logging
 import os
-import platform
 import sys
 import time
 import traceback
@@ -37,9 +39,14 @@ from tqdm import tqdm
 
 from analysis.metrics.catalog import get_metric, list_metrics
 from analysis.metrics.registry import CELL, Metric, MetricError, ModelInput, Value
+from analysis.runner.costs import COSTS_FILE, predicted_seconds, record_costs
+from analysis.taxonomy.cells import ANNOTATED
 from data.cli import run_cli
+from data.datasets import ENV as DATA_ENV
+from data.datasets import data_root as checked_data_root
 from data.device import resolve_device
 from data.models.archs import build_model
+from data.models.reference import add_factory_flag, trust_flagged
 from data.tasks.builtin import TASKS
 from data.training.workers import (
     LOCAL,
@@ -53,12 +60,12 @@ from data.training.workers import (
     task_slots,
 )
 from data.zoo.schema import METRICS
+from data.zoo.spec import data_root_for
 from data.zoo.store import (
     METRICS_FILE,
     TableLog,
     Zoo,
     ZooError,
-    atomic_write,
     read_metrics,
     remove_stale_temporaries,
     writer_lock,
@@ -127,8 +134,16 @@ def _zoo(root: str) -> Zoo:
     return Zoo.open(root)
 
 
-def compute(root: str, task: Task, device: str = "cpu") -> list[dict]:
-    """Rows for one task; every failure becomes an error row naming the model(s) and the metric."""
+def use_data_root(data_root: str | None) -> None:
+    """Make `data_root` this process's data root (data.tasks reads $PHASEZOO_DATA); None leaves it as it is."""
+    if data_root and os.environ.get(DATA_ENV) != data_root:
+        os.environ[DATA_ENV] = data_root
+
+
+def compute(root: str, task: Task, device: str = "cpu", data_root: str | None = None) -> list[dict]:
+    """Rows for one task; every failure becomes an error row naming the model(s) and the metric. `data_root`:
+    the main process's data root, passed explicitly (a Ray worker does not inherit its environment)."""
+    use_data_root(data_root)
     zoo = _zoo(root)
     dev = resolve_device(device)
     base = {"model_id": task.ids[0], "other_id": other_id(task.scope, task.ids), "epoch": task.epoch}
@@ -168,9 +183,11 @@ def supersedes() -> list[str | pl.Expr]:
     """The key under which a metric's new rows replace stored ones: the unit (model, other, epoch) and the
     registered metric the row's output belongs to — not its params_hash, so a recomputation under a new
     version or new parameters replaces the rows of the old one instead of standing beside them (readers
-    aggregate every row of an output)."""
+    aggregate every row of an output). An imported zoo's annotated rows (analysis.taxonomy.cells.ANNOTATED: the
+    published values) are kept beside the recomputed ones, never replaced: readers prefer the recomputed."""
     family = {o.name: m.name for m in list_metrics() for o in m.outputs}  # an error row names the metric
-    return ["model_id", "other_id", "epoch", pl.col("metric").replace(family)]
+    return ["model_id", "other_id", "epoch", pl.col("metric").replace(family),
+            pl.col("params_hash").is_in(list(ANNOTATED))]
 
 
 def _finite(v: Value) -> bool:
@@ -217,7 +234,7 @@ class MetricEstimate:
                           f"  → about {format_duration(self.seconds)} on {self.workers} worker(s)"])
 
 
-def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
+def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu", data_root: str | None = None
              ) -> tuple[MetricEstimate, list[dict], list[Task]]:
     """Measure each metric on the costliest and on the cheapest task that needs it (tasks come longest
     first), in this process with one thread as in a worker; predict every other task's time by
@@ -239,7 +256,8 @@ def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
         for name, idx in picks.items():
             for i in dict.fromkeys(idx):  # one task when the metric has only one
                 m = next(x for x in left[i].metrics if x.name == name)
-                rows_m, secs = timed_compute(str(zoo.root), dataclasses.replace(tasks[i], metrics=(m,)), device)
+                rows_m, secs = timed_compute(str(zoo.root), dataclasses.replace(tasks[i], metrics=(m,)), device,
+                                             data_root)
                 rows += rows_m
                 measured.setdefault(name, []).append((secs, " & ".join(tasks[i].ids), size[tasks[i].ids[0]]))
                 left[i] = dataclasses.replace(left[i], metrics=tuple(x for x in left[i].metrics if x.name != name))
@@ -253,44 +271,10 @@ def estimate(zoo: Zoo, tasks: Sequence[Task], workers: int, device: str = "cpu"
     return MetricEstimate(measured, max(loads), workers), rows, [t for t in left if t.metrics]
 
 
-COSTS_FILE = "costs.json"  # per-metric costs measured on this zoo, for estimates (the dashboard's too)
-
-
-def record_costs(root: Path, measured: dict[str, list[tuple[float, str, int]]]) -> dict[str, dict]:
-    """Merge measured per-metric costs into <zoo>/costs.json (atomic) and return them: (parameters, seconds)
-    points, where, and the machine — an estimate from another machine is labelled as such."""
-    costs = read_costs(root)
-    when = time.strftime("%Y-%m-%d")
-    for name, pts in measured.items():
-        costs[name] = {"points": sorted([n, round(s, 4)] for s, _, n in pts),
-                       "measured_on": [w for _, w, _ in pts], "host": platform.node(), "date": when}
-    atomic_write(Path(root) / COSTS_FILE, lambda tmp: tmp.write_text(json.dumps(costs, indent=1, sort_keys=True)))
-    return costs
-
-
-def read_costs(root: Path) -> dict[str, dict]:
-    path = Path(root) / COSTS_FILE
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        return {}  # unreadable: no estimate, never an error
-
-
-def predicted_seconds(costs: dict[str, dict], metric: str, n_params: int) -> float | None:
-    """A metric's cost on a model of `n_params`: the line through its measured (parameters, seconds) points
-    (one point: proportional), never below the cheapest measurement; None if never measured."""
-    c = costs.get(metric)
-    if c is None:
-        return None
-    (n0, s0), (n1, s1) = c["points"][0], c["points"][-1]
-    if n1 == n0:
-        return s1 * n_params / max(n1, 1)
-    return max(s0 + (s1 - s0) * (n_params - n0) / (n1 - n0), min(s0, s1))
-
-
-def timed_compute(root: str, task: Task, device: str = "cpu") -> tuple[list[dict], float]:
+def timed_compute(root: str, task: Task, device: str = "cpu", data_root: str | None = None
+                  ) -> tuple[list[dict], float]:
     t = time.perf_counter()
-    rows = compute(root, task, device)
+    rows = compute(root, task, device, data_root)
     return rows, time.perf_counter() - t
 
 
@@ -313,9 +297,24 @@ def zoo_metric(zoo: Zoo, metric: Metric) -> Metric:
     return metric.with_params(**zoo.spec.metric_params.get(metric.name, {}))
 
 
+def prepare_data(zoo: Zoo, metrics: Sequence[Metric], data_root: str | Path | None = None) -> str | None:
+    """Settle the zoo's data root (`data_root`, else its spec's `data_root`, else $PHASEZOO_DATA) for this process
+    and its workers, and — when the task is read from disk and a metric needs data — read the task once, so that a
+    missing root or a wrong layout is one line naming the layout expected and what was found before any work starts.
+    Returns the root to hand to workers (None: no data root anywhere)."""
+    chosen = data_root_for(zoo.spec, zoo.root, data_root)
+    if chosen is not None:
+        use_data_root(str(checked_data_root(chosen).resolve()))
+    if TASKS[zoo.spec.task].dataset and any(m.needs_data for m in metrics):
+        zoo.task  # noqa: B018 — reads and caches it (DatasetError: "task cifar10: expected … under …: found …")
+    return os.environ.get(DATA_ENV) or None
+
+
 def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | None = None,
         models: str = "*", workers: int | None = None, device: str = "cpu", progress: bool = True,
-        flush_every: float = 5.0, executor: Executor = LOCAL, estimate_only: bool = False) -> RunReport:
+        flush_every: float = 5.0, executor: Executor = LOCAL, estimate_only: bool = False,
+        data_root: str | Path | None = None) -> RunReport:
+    """`data_root` overrides the spec's `data_root` and $PHASEZOO_DATA (docs/datasets.md) for this run."""
     t0 = time.perf_counter()
     zoo = Zoo.open(root)
     resolve_device(device)
@@ -331,6 +330,7 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
     ids = [m for m in zoo.catalog["model_id"].unique().sort() if fnmatch.fnmatch(m, models)]
     if not ids:
         raise ZooError(f"{zoo.name}: no model matches {models!r}")
+    data = prepare_data(zoo, metrics, data_root)
     with writer_lock(zoo.root):
         # a killed runner's temporaries (ours only: other tools may write other files of the zoo)
         if n := remove_stale_temporaries(zoo.root, [METRICS_FILE, COSTS_FILE]):
@@ -339,7 +339,8 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         ok = table.filter(pl.col("error").is_null())
         done = set(ok.select("model_id", pl.col("other_id").fill_null(""), "epoch", "params_hash").unique().iter_rows())
         if estimate_only:  # what a full recompute would cost; the measuring rows are not written
-            est, _, _ = estimate(zoo, plan(zoo, metrics, epochs, ids, set()), workers or os.cpu_count() or 1, device)
+            est, _, _ = estimate(zoo, plan(zoo, metrics, epochs, ids, set()), workers or os.cpu_count() or 1, device,
+                                 data)
             log.info("%s", est)
             return RunReport(0, 0, 0, time.perf_counter() - t0, 0.0, 0, est)
         tasks = plan(zoo, metrics, epochs, ids, done)
@@ -351,7 +352,7 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
         n_tasks, busy, n_rows, n_fail, est = len(tasks), 0.0, 0, 0, None
         if tasks:  # measure each metric once (its rows are real results: kept), then predict the rest
             t_est = time.perf_counter()
-            est, rows, tasks = estimate(zoo, tasks, slots, device)
+            est, rows, tasks = estimate(zoo, tasks, slots, device, data)
             busy += time.perf_counter() - t_est
             log.info("%s", est)
             writer.add(pl.DataFrame(rows, schema=METRICS.columns))
@@ -361,7 +362,7 @@ def run(root: str | Path, metrics: Sequence[Metric], epochs: Sequence[int] | Non
             name = lambda i: (f"{'/'.join(m.name for m in tasks[i].metrics)} on {' & '.join(tasks[i].ids)} "
                               f"at epoch {tasks[i].epoch}")
             # closing: on any exception (a signal's Interrupted too) the workers stop before the flush below
-            with contextlib.closing(run_unordered(timed_compute, [(str(zoo.root), t, device) for t in tasks],
+            with contextlib.closing(run_unordered(timed_compute, [(str(zoo.root), t, device, data) for t in tasks],
                                                   workers=workers, initializer=_init_worker, executor=executor,
                                                   describe=name)) as finished:
                 for _, (rows, secs) in finished:
@@ -388,12 +389,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runn
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--flush-every", type=float, default=5.0, metavar="SECONDS")
+    ap.add_argument("--data-root", metavar="DIR", default=None,
+                    help="where the task's data is (overrides the spec's data_root and $PHASEZOO_DATA; docs/datasets.md)")
     ap.add_argument("--list", action="store_true", help="list the registered metrics and exit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar or progress messages: errors only")
     ap.add_argument("--estimate", action="store_true",
                     help="measure each metric once, print what computing all of them costs, and exit (no rows)")
     add_executor_args(ap)
+    add_factory_flag(ap)
     args = ap.parse_args(argv)
+    trust_flagged(args.factory)
     logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
                         format="%(message)s")
     if args.list:
@@ -410,7 +415,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.runn
                   else [int(e) for e in args.epochs.split(",") if e])
         with stop_on_signals():
             rep = run(args.zoo, metrics, epochs, args.models, args.workers, args.device, not args.quiet,
-                      args.flush_every, executor_from_args(args), args.estimate)
+                      args.flush_every, executor_from_args(args), args.estimate, args.data_root)
         print(f"{args.zoo}: {rep}")
         return 1 if rep.failures else 0
 

@@ -20,6 +20,8 @@ import polars as pl
 import torch
 
 from analysis.kernels.downstream import ensemble, predict_proba
+from analysis.metrics.catalog import get_metric
+from analysis.runner.run import prepare_data
 from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from data.cli import run_cli
 from data.tasks.builtin import TASKS
@@ -78,8 +80,10 @@ def compare(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def zoo_phase_ensembles(root: str | Path, epoch: int | None = None, size: int = 3, draws: int = 300,
-                        seed: int = 0) -> pl.DataFrame:
+                        seed: int = 0, data_root: str | Path | None = None) -> pl.DataFrame:
+    """`data_root`: where a task read from disk is (else the spec's `data_root`, else $PHASEZOO_DATA)."""
     zoo, epoch, cells = zoo_cells(root, epoch)
+    prepare_data(zoo, [get_metric("ensemble")], data_root)  # a missing root or layout: one line, before any work
     if TASKS[zoo.spec.task].kind == "regression":
         raise ZooError(f"{zoo.name}: a regression zoo ({zoo.spec.task}) has no class probabilities to ensemble")
     if cells["mc"].is_null().all():
@@ -110,11 +114,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.stud
     ap.add_argument("--epoch", type=int, help="analysis epoch (default: the last)")
     ap.add_argument("--size", type=int, default=3, help="members per ensemble (default 3)")
     ap.add_argument("--draws", type=int, default=300, help="ensembles per phase (default 300)")
+    ap.add_argument("--data-root", metavar="DIR", default=None, help="where the task's data is (overrides the "
+                    "spec's data_root and $PHASEZOO_DATA; docs/datasets.md)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     def body() -> int:
-        table = zoo_phase_ensembles(args.zoo, args.epoch, args.size, args.draws)
+        table = zoo_phase_ensembles(args.zoo, args.epoch, args.size, args.draws, data_root=args.data_root)
         with pl.Config(tbl_rows=20, tbl_cols=12, float_precision=3, tbl_formatting="ASCII_MARKDOWN",
                        tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
             print(compare(table))

@@ -1,6 +1,10 @@
 """Per-cell views of a catalog: one row per (load, temperature) grid cell, aggregated over seeds.
 
 Per-seed values stay in the catalog; these frames aggregate for display (mean, spread, count).
+
+A quantity's value comes from the rows computed here (*recomputed*) where a model has them, else from the rows an
+importer carried over from a published zoo's own files (*annotated*: their params_hash is an importer's, `ANNOTATED`);
+`quantity_sources` says which each quantity of a cell table came from.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from analysis.metrics.outputs import LOG_MEAN, MEAN, Aggregate
+from data.importers import manifest, ptmz
 from data.tasks.builtin import TASKS
 from data.zoo.spec import ZooSpec
 
@@ -90,34 +95,91 @@ QUANTITIES = {q.name: q for q in (
 # name -> candidates, the form the row selectors below take (also for ad-hoc quantities of one metric)
 CELL_QUANTITIES = {name: list(q.candidates) for name, q in QUANTITIES.items()}
 
+# The params_hash of rows an importer carried over from a zoo's own files (a published zoo's result.json, a
+# manifest's metric columns): values measured elsewhere, by the publishers' protocol. Every other row was computed
+# here by a registered metric. Declared by the importers themselves: no rule reads a metric's name.
+ANNOTATED = frozenset({ptmz.PARAMS_HASH, manifest.PARAMS_HASH})
+RECOMPUTED, ANNOTATED_SOURCE = "recomputed", "annotated"
+SOURCES = {RECOMPUTED: "computed here", ANNOTATED_SOURCE: "annotated (published)"}  # source -> words for captions
+
 
 def unit_values(rows: pl.DataFrame, quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
-    """quantity, model_id, other_id, value from metrics-schema rows (one epoch): model-level rows only
-    (layer = null), failed rows dropped, for each quantity the first candidate a model has."""
+    """quantity, model_id, other_id, value, source from metrics-schema rows (one epoch): model-level rows only
+    (layer = null), failed rows dropped, for each quantity the first candidate a model has among the recomputed
+    rows, and only where a model has none of them (neither as a model nor as a pair's partner), the first among the
+    annotated ones (`ANNOTATED`). `source` is RECOMPUTED or ANNOTATED_SOURCE."""
     ok = rows.filter(pl.col("layer").is_null() & pl.col("error").is_null())
+    annotated = pl.col("params_hash").is_in(list(ANNOTATED))
     frames = []
     for name, candidates in quantities.items():
-        found = pl.DataFrame(schema={"model_id": pl.String, "other_id": pl.String, "value": pl.Float64})
-        for metric, split, coord in candidates:
-            q = ok.filter((pl.col("metric") == metric)
-                          & (pl.col("split") == split if split is not None else pl.col("split").is_null())
-                          & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
-            q = q.select("model_id", "other_id", "value").join(found, on="model_id", how="anti")
-            found = pl.concat([found, q])
-        frames.append(found.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value"))
+        found = pl.DataFrame(schema={"model_id": pl.String, "other_id": pl.String, "value": pl.Float64,
+                                     "source": pl.String})
+        for source, rows_of in ((RECOMPUTED, ok.filter(~annotated)), (ANNOTATED_SOURCE, ok.filter(annotated))):
+            # a model measured here in a pair as its second model has its recomputed value there
+            covered = (pl.concat([found["model_id"], found["other_id"].drop_nulls()]).unique()
+                       if source == ANNOTATED_SOURCE else None)
+            for metric, split, coord in candidates:
+                q = rows_of.filter((pl.col("metric") == metric)
+                                   & (pl.col("split") == split if split is not None else pl.col("split").is_null())
+                                   & (pl.col("coord") == coord if coord is not None else pl.col("coord").is_null()))
+                q = q.select("model_id", "other_id", "value", pl.lit(source).alias("source"))
+                q = q.join(found, on="model_id", how="anti")
+                if covered is not None:
+                    q = q.filter(~pl.col("model_id").is_in(covered.implode()))
+                found = pl.concat([found, q])
+        frames.append(found.select(pl.lit(name).alias("quantity"), "model_id", "other_id", "value", "source"))
     return pl.concat(frames)
 
 
 def per_unit_values(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
                     quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> pl.DataFrame:
-    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value.
+    """Tidy per-model / per-pair values: quantity, model_id, other_id, <load>, <temperature>, value, source.
 
     This is the per-seed view behind every cell aggregate.
     """
     axes = [spec.load.knob, spec.temperature.knob]
     knobs = catalog.select("model_id", *axes).unique()
     units = unit_values(metrics.filter(pl.col("epoch") == epoch), quantities)
-    return units.join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value")
+    return units.join(knobs, on="model_id").select("quantity", "model_id", "other_id", *axes, "value", "source")
+
+
+@dataclass(frozen=True)
+class QuantitySource:
+    """Where a taxonomy quantity's values at one epoch came from: how many models (or pairs) have a recomputed
+    value and how many an annotated (imported, published) one."""
+
+    quantity: str
+    recomputed: int
+    annotated: int
+
+    @property
+    def source(self) -> str:
+        """RECOMPUTED, ANNOTATED_SOURCE, "mixed" (some of each) or "none" (no value at all)."""
+        if self.recomputed and self.annotated:
+            return "mixed"
+        return RECOMPUTED if self.recomputed else ANNOTATED_SOURCE if self.annotated else "none"
+
+    def words(self) -> str:
+        """For a caption: "train loss: recomputed", "mc (Bézier): annotated (published)", "… mixed (3 recomputed,
+        1 annotated)"."""
+        label = QUANTITIES[self.quantity].label if self.quantity in QUANTITIES else self.quantity
+        what = {RECOMPUTED: "recomputed", ANNOTATED_SOURCE: SOURCES[ANNOTATED_SOURCE], "none": "no values",
+                "mixed": f"mixed ({self.recomputed} recomputed, {self.annotated} annotated)"}[self.source]
+        return f"{label}: {what}"
+
+
+def quantity_sources(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,
+                     quantities: dict[str, list[tuple]] = CELL_QUANTITIES) -> tuple[QuantitySource, ...]:
+    """Per quantity (in declaration order), the count of model / pair values of each source behind `cell_table`."""
+    units = per_unit_values(metrics, catalog, spec, epoch, quantities)
+    counts = {(q, s): n for q, s, n in units.group_by("quantity", "source").len().iter_rows()}
+    return tuple(QuantitySource(q, counts.get((q, RECOMPUTED), 0), counts.get((q, ANNOTATED_SOURCE), 0))
+                 for q in quantities)
+
+
+def has_annotated(metrics: pl.DataFrame) -> bool:
+    """Whether a zoo's metrics hold any imported (annotated) row: then its pages say where each quantity came from."""
+    return metrics.height > 0 and metrics.select(pl.col("params_hash").is_in(list(ANNOTATED)).any()).item()
 
 
 def cell_table(metrics: pl.DataFrame, catalog: pl.DataFrame, spec: ZooSpec, epoch: int,

@@ -16,11 +16,11 @@ import torch
 
 from analysis.metrics.catalog import get_metric
 from analysis.metrics.registry import ModelInput
-from analysis.runner.run import metric_rows, zoo_metric
+from analysis.runner.run import metric_rows, use_data_root, zoo_metric
 from analysis.upload.failures import in_worker
 from data.device import resolve_device
 from data.models.archs import build_model
-from data.tasks.builtin import TASKS, load_task
+from data.tasks.builtin import TASKS, TaskData, load_task
 from data.zoo.schema import METRICS
 from data.zoo.store import Zoo
 
@@ -60,16 +60,24 @@ def _upload_model(root: str, arch_params: Mapping, state: Mapping[str, torch.Ten
 
 
 def metric_task(root: str, epoch: int, arch_params: Mapping, models: Sequence[tuple],
-                metrics: Sequence[tuple[str, dict]], device: str = "cpu", task_knobs: tuple = ()) -> list[dict]:
+                metrics: Sequence[tuple[str, dict]], device: str = "cpu", task_knobs: tuple = (),
+                data: str | TaskData | None = None) -> list[dict]:
     """Metric rows on one model or a pair, each ("upload", name, state dict) or ("zoo", model_id); the
     first is the analysed upload (model_id `UPLOAD`), on the task with `task_knobs` ((name, value) pairs of
-    task-parameter knobs). Runs in a worker process or in this one."""
+    task-parameter knobs). Runs in a worker process or in this one. `data`: where a task read from disk is
+    (the caller's, passed on: a pool started earlier does not see the caller's environment change), or the
+    task's data itself (a caller's tensors, `phasezoo.api.verdict(data=...)`)."""
     dev = resolve_device(device)
+    if isinstance(data, TaskData):
+        task = data.to(dev)
+    else:
+        use_data_root(data)
+        task = _task(root, device, task_knobs)
     zoo = _zoo(root)
     inputs = []
     for i, m in enumerate(models):
         model = zoo.build_model(m[1], epoch) if m[0] == "zoo" else _upload_model(root, arch_params, m[2])
-        inputs.append(ModelInput(UPLOAD if i == 0 else m[1], model.to(dev), _task(root, device, task_knobs)))
+        inputs.append(ModelInput(UPLOAD if i == 0 else m[1], model.to(dev), task))
     chosen = [zoo_metric(zoo, get_metric(name)).with_params(**params) for name, params in metrics]
     chosen = [m for m in chosen if m.applies_to(inputs[0].model, TASKS[zoo.spec.task].kind)]
     base = {"model_id": UPLOAD, "other_id": inputs[1].model_id if len(inputs) > 1 else None, "epoch": epoch}
@@ -83,8 +91,9 @@ class OwnMetrics:
     knob (a PINN's β) has to be estimated: the estimate compares its fit on the task known so far, and the
     verdict needs its fit on the cell's task."""
 
-    def __init__(self, root: str, epoch: int, arch_params: Mapping, me: tuple):
+    def __init__(self, root: str, epoch: int, arch_params: Mapping, me: tuple, data: str | TaskData | None = None):
         self._at = (root, epoch, dict(arch_params), me)
+        self._data = data
         self._rows: dict[tuple[str, tuple], list[dict]] = {}  # (metric, task knobs) -> its rows
 
     def rows(self, task_knobs: tuple) -> list[dict]:
@@ -93,7 +102,7 @@ class OwnMetrics:
         for name in QUICK:
             key = (name, task_knobs if get_metric(name).needs_data else ())
             if key not in self._rows:
-                self._rows[key] = metric_task(root, epoch, params, [me], [(name, {})], "cpu", key[1])
+                self._rows[key] = metric_task(root, epoch, params, [me], [(name, {})], "cpu", key[1], self._data)
             out += self._rows[key]
         return out
 
@@ -116,15 +125,16 @@ def submit(executor: Executor | None, fn, *args) -> Future:
 
 def measure_slow(executor: Executor | None, root: str, epoch: int, arch_params: Mapping, me: tuple,
                  others: Sequence[tuple], pairs: Sequence[str], device: str, task_knobs: tuple,
-                 progress: Progress) -> tuple[list[dict], list[str], list[str]]:
+                 progress: Progress, data: str | TaskData | None = None) -> tuple[list[dict], list[str], list[str]]:
     """Its Hessian, and the `pairs` metrics with each of `others`, as jobs on `executor`: (rows, one line per
     job that failed, the metrics of its own that failed). A job that fails (in a worker too) is that
     measurement's failure, not the whole file's; a caller that stops half-way leaves no work queued."""
     params = dict(arch_params)
-    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs):
+    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs,
+                                                data):
             ("Hessian", HESSIAN[0])}
     jobs |= {submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in pairs], device,
-                    task_knobs): (f"pairing with {o[1]}", None) for o in others}
+                    task_knobs, data): (f"pairing with {o[1]}", None) for o in others}
     rows: list[dict] = []
     errors: list[str] = []
     failed: list[str] = []

@@ -5,7 +5,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 import torch
 
-from analysis.runner.run import predicted_seconds, read_costs
+from analysis.runner.costs import predicted_seconds, read_costs
 from analysis.upload.measure import HESSIAN, PAIRS, QUICK
 from data.training.workers import CONTEXT
 from data.zoo.store import Zoo

@@ -4,7 +4,9 @@ For every zoo, the zoo's architecture is asked to infer its parameters from the 
 (data.models.archs.match_shapes builds that model and compares every key and shape, for the zoo's task input and
 class count). A match also needs the parameters the zoo holds fixed (e.g. depth) to equal the spec's; the
 grid knobs that are architecture parameters (e.g. width, the load) are read off the shapes, on the grid or
-between grid values. Knobs that leave no trace in the weights (batch size, learning rate) stay unknown here.
+between grid values; an architecture by reference (torchvision:, timm:, factory:; data.models.reference) is
+built in each of the zoo's own configurations instead, so it matches on the grid only. Knobs that leave no
+trace in the weights (batch size, learning rate) stay unknown here.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from data.models.archs import arch_params, match_shapes
+from data.models.reference import is_reference, match_configs
 from data.tasks.builtin import TASKS
 from data.zoo.store import Zoo
 
@@ -63,7 +66,10 @@ def match_zoo(state: Mapping[str, torch.Tensor], zoo: Zoo) -> ZooMatch:
     spec = zoo.spec
     input_shape, n_out = TASKS[spec.task].shapes(spec.task_params)  # shapes only: imported zoos have no data here
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    m = match_shapes(spec.arch, shapes, input_shape, n_out)
+    if is_reference(spec.arch):  # a constructor's arguments seldom show in shapes: try the zoo's own configurations
+        m = match_configs(spec.arch, shapes, input_shape, n_out, (c.get("arch_params") for c in spec.models()))
+    else:
+        m = match_shapes(spec.arch, shapes, input_shape, n_out)
     base = dict(zoo=zoo.name, root=str(zoo.root), arch=spec.arch)
     if not m.ok:
         return ZooMatch(**base, arch_params=m.params, knobs={}, nearest={},

@@ -2,6 +2,7 @@
 
     phasezoo verdict model.safetensors                      # against the committed zoos
     phasezoo verdict a.pt b.pt c.pt --zoo DIR --knob batch_size=64 --json report.json
+    phasezoo verdict resnet.pt --zoo data/zoos/ptmz-resnet18 --data-root /data   # an imported zoo, full verdict
 
 For each file: a safe load (data.checkpoint.load: no code runs), the data-free weight report (any
 architecture), and recognition against the zoos (analysis.upload.recognise). For a recognised model, on the zoo's
@@ -30,6 +31,10 @@ slow jobs, and the verdicts (analysis.upload.verdicts). The results are typed (a
 
 Reports are cached by the file's SHA-256 (with the zoo's state and the options) under
 <cache>/reports/ (analysis.upload.cache); a run that stops half-way writes nothing.
+
+A zoo whose task is read from disk (an imported published zoo: CIFAR-10/100, SVHN, TinyImageNet; data.datasets)
+gives the full verdict when its data root — `--data-root`, else the zoo spec's `data_root`, else $PHASEZOO_DATA —
+holds the task's layout, and the data-free report with a note saying what is missing otherwise.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -59,8 +65,12 @@ from analysis.upload.verdicts import Measured, classifier_verdict, evidence, rul
 from analysis.upload.zoo_side import cell_phases, cells, zoo_state
 from data.checkpoint.load import Checkpoint, load_checkpoint, read_checkpoint
 from data.cli import run_cli
+from data.datasets import DATASETS, ENV, available, data_root
+from data.datasets.root import found
 from data.device import resolve_device
-from data.tasks.builtin import TASKS
+from data.models.reference import add_factory_flag, trust_flagged
+from data.tasks.builtin import TASKS, TaskData
+from data.zoo.spec import data_root_for
 from data.zoo.store import Zoo, atomic_write, builtin_zoos
 
 __all__ = ["Refused", "Report", "analyse", "main", "process_pool", "summary", "upload_estimate"]
@@ -104,13 +114,20 @@ def _name(item) -> str:
 
 def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mapping[str, object] | None = None,
             epoch: int | None = None, executor: Executor | None = None, device: str = "cpu",
-            progress: Progress = lambda what, frac: None, cache: bool = True) -> list[Report | Refused]:
+            progress: Progress = lambda what, frac: None, cache: bool = True,
+            data_root: str | os.PathLike | None = None, task: TaskData | None = None) -> list[Report | Refused]:
     """Analyse uploaded checkpoints (paths, (name, bytes) pairs or loaded Checkpoints) against `zoos`
     (default: the committed zoos). `given` fixes knobs the weights cannot reveal (e.g. batch_size=64).
-    Slow metrics run on `executor` (a process pool; None: in this process). One result per file, in order."""
+    Slow metrics run on `executor` (a process pool; None: in this process). One result per file, in order.
+    `data_root` overrides the zoos' spec `data_root` and $PHASEZOO_DATA for a task read from disk; `task`
+    gives the data itself (a caller's tensors: every zoo's metrics are measured on it, nothing is cached)."""
     t0 = time.perf_counter()
     given = dict(given or {})
     zoos = list(zoos) if zoos is not None else [Zoo.open(p) for p in builtin_zoos()]
+    data: dict[str, str | TaskData | None] = {str(z.root): task if task is not None else task_data(z, data_root)
+                                              for z in zoos}
+    cache = cache and task is None  # a cache key cannot name in-memory data
+    keyed = {**given, "\0data": sorted((k, str(v)) for k, v in data.items()) if task is None else "tensors"}  # the cache key: what data there was
     caller = Caller(progress)
     caller("reading the checkpoints", 0.0)
     loaded: list[Checkpoint | Refused] = []
@@ -127,7 +144,7 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
             continue
         companions = {c.sha256 for c in loaded if isinstance(c, Checkpoint)} - {ck.sha256}
         try:
-            key = report_cache.key(ck, zoos, given, epoch, companions)
+            key = report_cache.key(ck, zoos, keyed, epoch, companions)
             hit = report_cache.read(key) if cache else None
         except Exception as e:
             results[i] = refusal(ck.name, "reading the report cache", e)
@@ -145,7 +162,8 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
         t1 = time.perf_counter()
         caller.stage = None
         try:  # the mechanism of "one file, one result": anything this file's analysis raises refuses it alone
-            report = _analyse_one(ck, [c for _, c, _ in work], zoos, given, epoch, executor, device, step, recognised)
+            report = _analyse_one(ck, [c for _, c, _ in work], zoos, given, epoch, executor, device, step, recognised,
+                                  data, data_root)
         except Exception as e:
             if e is caller.raised:  # the caller stopping (a closed tab): not the file's fault, nothing cached
                 raise
@@ -159,14 +177,42 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
     return [results[i] for i in range(len(loaded))]
 
 
+def task_data(zoo: Zoo, flag: str | os.PathLike | None = None) -> str | None:
+    """Where the zoo's task data is: "" for a task generated here; the data root (absolute) for a task read from
+    disk whose layout is there; None when it is not (the data-free report, with `missing_data`'s note)."""
+    tdef = TASKS[zoo.spec.task]
+    if not tdef.dataset:
+        return "" if tdef.available else None
+    chosen = data_root_for(zoo.spec, zoo.root, flag)
+    if not available(tdef.dataset, chosen):
+        return None
+    return str(data_root(chosen).resolve())
+
+
+def missing_data(zoo: Zoo, flag: str | os.PathLike | None = None) -> str:
+    """Why the zoo's task has no data here, in one line: the layout expected and what the data root holds."""
+    spec, tdef = zoo.spec, TASKS[zoo.spec.task]
+    if not tdef.dataset:
+        return f"zoo {zoo.name}'s task {spec.task} has no data on this machine"
+    chosen = data_root_for(spec, zoo.root, flag)
+    where = chosen if chosen is not None else os.environ.get(ENV)
+    what = (f"expected {DATASETS[tdef.dataset].layout} under {where}: found {found(Path(where))}" if where
+            else f"no data root (${ENV} is not set)")
+    return (f"zoo {zoo.name}'s task {spec.task} has no data here ({what}); set {ENV} (or --data-root) to the "
+            "directory holding it for the full verdict")
+
+
 def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Zoo], given: Mapping,
                  epoch: int | None, executor: Executor | None, device: str, progress: Progress,
-                 recognised: _Recognised) -> Report:
+                 recognised: _Recognised, data: Mapping[str, str | TaskData | None],
+                 data_flag: str | os.PathLike | None = None) -> Report:
     """One file's steps, each once; `uploads`: the files analysed with it (its possible partners)."""
     state, notes = ck.state, list(ck.notes)
     n_params = sum(v.numel() for v in weights_only(state).values())
     progress("data-free weight report", 0.02)
-    data_free = tuple(LayerStats.of(lw) for lw in weight_report(state))
+    # in the layers' natural order ("2.weight" before "10.weight"), whatever order the file listed them in
+    data_free = tuple(sorted((LayerStats.of(lw) for lw in weight_report(state)),
+                             key=lambda s: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s.layer)]))
     if not data_free:
         notes.append("no weight matrix (no tensor of rank ≥ 2): no data-free layer report")
     progress("recognising the architecture", 0.06)
@@ -177,9 +223,11 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
         return dataclasses.replace(base, notes=(*notes, "no zoo matches this architecture: data-free report only"))
     zoo = next(z for z in zoos if str(z.root) == match.root)
     spec = zoo.spec
-    if not TASKS[spec.task].available:
-        return dataclasses.replace(base, zoo=match.root, notes=(
-            *notes, f"zoo {zoo.name}'s task {spec.task} has no data on this machine: data-free report only"))
+    root = data.get(str(zoo.root))
+    if root is None:
+        return dataclasses.replace(base, zoo=match.root, notes=(*notes, f"{missing_data(zoo, data_flag)}: data-free report only"))
+    if isinstance(root, str) and root:  # this process's own metrics read $PHASEZOO_DATA; workers get it in jobs
+        os.environ[ENV] = root
     epoch = epoch if epoch is not None else max(spec.analysis_epochs)
     table, th = cells(zoo_state(zoo), epoch)
 
@@ -188,13 +236,13 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     twin = zoo.configs[place.identical_to].get("knobs") if place.identical_to else None  # within its precision
     progress("fit, weights and exact Hessian trace", 0.15)
     me = ("upload", ck.name, state)
-    own = OwnMetrics(str(zoo.root), epoch, match.arch_params, me)
+    own = OwnMetrics(str(zoo.root), epoch, match.arch_params, me, root or None)
     cell = complete(zoo, epoch, known_knobs(spec, match, given, twin), own.rows, n_params)
     pairing = partners(ck, uploads, zoo, epoch, match, recognised, cell, place.identical_to)
     notes += pairing.notes
     knobs = task_knobs(spec, cell)  # everything else on the cell's task (a PINN cell's β, given or estimated)
     slow, job_errors, job_failed = measure_slow(executor, str(zoo.root), epoch, match.arch_params, me,
-                                                pairing.others, PAIRS, device, knobs, progress)
+                                                pairing.others, PAIRS, device, knobs, progress, root or None)
     measured = Measured.of(own.rows(knobs) + slow, job_errors, job_failed)
     rule = rule_verdict(measured, spec, cell, th, pairing.pairs_with, len(pairing.others))
     progress("classifier", 0.97)
@@ -281,14 +329,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.uplo
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (0: none)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto: where the workers compute")
     ap.add_argument("--no-cache", action="store_true", help="recompute even if a cached report exists")
+    ap.add_argument("--data-root", metavar="DIR", default=None, help="where a zoo's task data is (overrides the "
+                    "spec's data_root and $PHASEZOO_DATA; docs/datasets.md)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_factory_flag(ap)
     args = ap.parse_args(argv)
+    trust_flagged(args.factory)
 
     def body() -> int:
         from tqdm import tqdm
 
         zoos = [Zoo.open(z) for z in args.zoo] if args.zoo else None
         resolve_device(args.device)
+        if args.data_root is not None:
+            data_root(args.data_root)  # a missing or non-directory root: one line, before any work
         bar = tqdm(total=100, disable=args.quiet, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
         def progress(what: str, frac: float) -> None:
@@ -298,7 +352,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.uplo
         executor = process_pool(args.workers) if args.workers > 0 else None
         try:
             results = analyse(args.files, zoos, given=dict(args.knob), epoch=args.epoch, executor=executor,
-                              device=args.device, progress=progress, cache=not args.no_cache)
+                              device=args.device, progress=progress, cache=not args.no_cache,
+                              data_root=args.data_root)
         finally:
             bar.close()
             if executor is not None:

@@ -59,7 +59,9 @@ class Measured:
                      for r in self.own.filter(pl.col("error").is_null()).iter_rows(named=True))
 
     def pair_values(self) -> tuple[PairValue, ...]:
-        return tuple(PairValue(r["other_id"], r["metric"], r["value"]) for r in self.pairs.iter_rows(named=True))
+        # sorted: the jobs finish in any order, a report must not depend on it
+        rows = self.pairs.sort("other_id", "metric").iter_rows(named=True)
+        return tuple(PairValue(r["other_id"], r["metric"], r["value"]) for r in rows)
 
 
 def rule_verdict(m: Measured, spec: ZooSpec, cell: Mapping[str, KnobValue], th: Thresholds,

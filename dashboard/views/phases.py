@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 
 from analysis.metrics.outputs import colour_scale
-from analysis.taxonomy.cells import QUANTITIES, metric_cells, scalar_metrics
+from analysis.taxonomy.cells import QUANTITIES, has_annotated, metric_cells, quantity_sources, scalar_metrics
 from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, phase_counts
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.picker import current_zoo, load_cells, load_metrics
@@ -101,5 +101,9 @@ st.caption(
     "Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
     "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs."
 )
+if has_annotated(metrics):  # an imported zoo: say which quantities were measured here and which were published
+    st.caption("Sources of the phase quantities (recomputed here where a model has the value, else the published "
+               "zoo's own): " + "; ".join(s.words() for s in quantity_sources(metrics, zoo.catalog, spec, epoch)
+                                          if s.quantity in ("train_loss", "mc", "cka", "hessian_trace")) + ".")
 if out.sign:  # a name no metric declares (an ad-hoc import) has nothing to say
     st.caption(f"{metric}: {out.sign}" + (f" [{out.unit}]" if out.unit else ""))

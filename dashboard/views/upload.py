@@ -15,7 +15,16 @@ from analysis.studies.spectra import esd_curves
 from analysis.taxonomy.cells import QUANTITIES, cell_models
 from analysis.taxonomy.phases import classify, default_thresholds
 from analysis.upload.report import ClassifierVerdict, KnobValue, RuleVerdict
-from analysis.upload.verdict import Refused, Report, analyse, process_pool, summary, upload_estimate
+from analysis.upload.verdict import (
+    Refused,
+    Report,
+    analyse,
+    missing_data,
+    process_pool,
+    summary,
+    task_data,
+    upload_estimate,
+)
 from analysis.upload.verdicts import RULE_EVIDENCE
 from dashboard.admission import QueueFull
 from dashboard.admission import shared as upload_queue
@@ -68,6 +77,9 @@ st.caption(
 if (cost := upload_estimate(zoo)) is not None:
     st.caption(f"Estimated compute per upload: {cost[0]:.0f}–{cost[1]:.0f} s for this zoo's smallest to largest "
                f"model (per-metric costs measured by `analysis.runner.run` on {cost[2]}; two workers share it).")
+if task_data(zoo) is None:  # a recognised zoo whose task is read from disk ($PHASEZOO_DATA) that is not there
+    st.warning(literal(f"{missing_data(zoo)}. Until then an upload recognised as a model of this zoo gets the "
+                       "data-free report (its weights) only."))
 files = st.file_uploader("Checkpoints", accept_multiple_files=True, key="upload_files")
 revealed = set(arch_def(spec.arch).params)  # architecture parameters are read off the tensor shapes
 hidden = [k for k in spec.grid if k not in revealed]

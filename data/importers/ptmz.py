@@ -1,14 +1,15 @@
 """Import a zoo in the published layout of the Phase-Transition Model Zoo (Schürholt et al. 2025;
 science.md §3.1) into our zoo format, so it is browsed and classified without recomputation.
 
-    phasezoo import <published zoo root> --out data/zoos/ptmz-resnet18-cifar10 [--task cifar10]
+    phasezoo import <published zoo root> --out data/zoos/ptmz-resnet18-cifar10 [--task cifar10] [--data-root /data]
 
 Each trial directory of the root is read by data.importers.ptmz_layout (untrusted input: bounded, checked, one-line
 problems); docs/import.md gives the keys read, their mapping and every limit. A bad trial, line or checkpoint is
 reported and skipped, never losing the others. Checkpoints are converted to safetensors one at a time (memory
 does not grow with the zoo); loss-landscape values become rows of our metrics table (`params_hash`
 "ptmz-import"). The zoo is built in a temporary directory beside the output and renamed into place: nothing
-partial is written, and an existing directory is never touched.
+partial is written, and an existing directory is never touched. `--data-root` records where the task's data is
+(the spec's `data_root`, docs/datasets.md) after checking that it holds the task's layout, before anything is read.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from data import datasets
 from data.checkpoint.load import CheckpointError, max_bytes
 from data.cli import run_cli
 from data.importers.ptmz_layout import (
@@ -53,18 +55,20 @@ def _toml_str(s: str) -> str:
     return json.dumps(printable(s, 200), ensure_ascii=False)  # a JSON string of printable text is a TOML string
 
 
-def _spec_text(name: str, task: str, trials: list[Trial], ckpts: list[int]) -> str:
+def _spec_text(name: str, task: str, trials: list[Trial], ckpts: list[int], data_root: str = "") -> str:
     t0 = trials[0]
     epochs = max(1, t0.epochs, *(max(t.lines) for t in trials))
     landscape = sorted({e for t in trials for e, line in t.lines.items() if line.values})
     analysis = landscape or ckpts[-1:] or [epochs]
     about = f"imported from the Phase-Transition Model Zoo layout ({len(trials)} trials, {t0.arch} on {task})"
+    # a checked absolute path (checked_data_root); JSON's escapes are TOML's for a basic string
+    root_line = f"data_root = {json.dumps(data_root, ensure_ascii=False)}\n" if data_root else ""
     return f'''name = {_toml_str(name)}
 description = {_toml_str(about)}
 task = "{task}"
 arch = "{t0.arch}"
 seeds = {sorted({t.seed for t in trials})}
-
+{root_line}
 [training]
 epochs = {epochs}
 lr = {t0.lr!r}
@@ -155,10 +159,24 @@ def _read_all(src: Path, task: str, problems: list[str]) -> tuple[int, list[Tria
     return len(dirs), kept
 
 
-def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: str | None = None) -> ImportReport:
+def checked_data_root(task: str, data_root: str | os.PathLike) -> str:
+    """`data_root` as an absolute path, once it is known to hold `task`'s layout (an ImportError_ naming the
+    layout expected and what was found otherwise); nothing is read but directory listings."""
+    root = datasets.data_root(data_root).resolve()  # DatasetError: missing, or not a directory
+    name = TASKS[task].dataset
+    if name and not datasets.available(name, root):
+        raise ImportError_(f"--data-root: expected {datasets.DATASETS[name].layout} under {root} for task {task}: "
+                           f"found {datasets.root.found(root)} (nothing was written)")
+    return str(root)
+
+
+def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: str | None = None,
+               data_root: str | os.PathLike | None = None) -> ImportReport:
+    """`data_root`: recorded in the zoo's spec (`data_root`) once checked to hold the task's layout."""
     src, out = Path(src), Path(out)
     if task not in TASKS:
         raise SpecError(f"unknown task {task!r}; available: {sorted(TASKS)}")
+    root_text = checked_data_root(task, data_root) if data_root is not None and str(data_root) else ""
     if os.path.lexists(out):
         raise ImportError_(f"{out} exists; choose a new output directory (nothing was written)")
     try:
@@ -182,7 +200,7 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
             cat_rows += c
             met_rows += m
         stored = sorted({r["epoch"] for r in cat_rows if r["checkpoint"] is not None})
-        text = _spec_text(name or src.name, task, trials, stored)  # the epochs whose checkpoints were stored
+        text = _spec_text(name or src.name, task, trials, stored, root_text)  # the epochs whose checkpoints were stored
         final = parse_spec(text, "generated spec")
         catalog = pl.DataFrame(cat_rows, schema={**CATALOG.columns, **final.knob_dtypes}).sort("model_id", "epoch")
         metrics = pl.DataFrame(met_rows, schema=METRICS.columns)
@@ -208,10 +226,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m data.importer
     ap.add_argument("--out", required=True, help="new zoo directory (must not exist)")
     ap.add_argument("--task", default="cifar10", help=f"the zoo's task (default cifar10; known: {sorted(TASKS)})")
     ap.add_argument("--name", help="zoo name (default: the source folder's name)")
+    ap.add_argument("--data-root", metavar="DIR", help="where the task's data is: checked, then recorded in the spec "
+                    "(overrides $PHASEZOO_DATA for this zoo; docs/datasets.md)")
     args = ap.parse_args(argv)
 
     def body() -> int:
-        rep = import_zoo(args.src, args.out, args.task, args.name)
+        rep = import_zoo(args.src, args.out, args.task, args.name, args.data_root)
         for p in rep.problems:
             print(f"warning: {p}", file=sys.stderr)
         print(f"{args.out}: imported {rep.imported} of {rep.trials} trials ({len(rep.problems)} problem(s) reported)")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from data.models.resnet import resnet18_width, resnet50_width
+from data.models.smallcnn import SMALLCNN_PARAMS, SmallCNN, infer_smallcnn
 from data.params import Param, SpecError, positive, resolve
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -150,13 +151,21 @@ ARCHS: Mapping[str, ArchDef] = {
                            frozenset(), _infer_transformer),
     "cnn1d": ArchDef(CNN1d, {"width": positive(int), "depth": Param(int, 3, lambda v: v >= 1, "must be >= 1")},
                      frozenset({"width"}), _infer_cnn1d),
+    # the Small CNN Zoo's network (Unterthiner et al. 2020), for imported zoos (data.importers.smallcnn)
+    "smallcnn": ArchDef(SmallCNN, SMALLCNN_PARAMS, frozenset(), infer_smallcnn),
 }
 
 
 def arch_def(arch: str) -> ArchDef:
-    if arch not in ARCHS:
-        raise SpecError(f"arch: unknown architecture {arch!r}; available: {sorted(ARCHS)}")
-    return ARCHS[arch]
+    """A built-in architecture, or one by reference ("torchvision:resnet18", "timm:…", "factory:pkg.mod:fn";
+    data.models.reference, imported on first use: it loads torchvision)."""
+    if arch in ARCHS:
+        return ARCHS[arch]
+    from data.models import reference  # noqa: PLC0415 — deferred: torchvision/timm cost seconds to import
+    if reference.is_reference(arch):
+        return reference.reference_arch(arch)
+    raise SpecError(f"arch: unknown architecture {arch!r}; available: {sorted(ARCHS)} or "
+                    f"{', '.join(p + '<name>' for p in reference.PREFIXES)}")
 
 
 def arch_params(arch: str, given: Mapping) -> dict:
@@ -212,10 +221,15 @@ def match_shapes(arch: str, shapes: Shapes, input_shape: tuple[int, ...], n_clas
             model = build_model(arch, input_shape, n_classes, params)
     except Exception as e:  # SpecError, ValueError (heads ∤ width), …: parameters no model of `arch` has
         return ShapeMatch(arch, params, (f"no {arch} has these parameters {params}: {e}",))
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return ShapeMatch(arch, params, compare_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes))
+
+
+def compare_shapes(want: Shapes, shapes: Shapes) -> tuple[str, ...]:
+    """Every key and shape of a built model (`want`) against a state dict's: the problems, empty when all match."""
     missing = [k for k in want if k not in shapes]
     extra = [k for k in shapes if k not in want]
-    wrong = [f"{k} {tuple(shapes[k])} ≠ {want[k]}" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    wrong = [f"{k} {tuple(shapes[k])} ≠ {tuple(want[k])}" for k in want
+             if k in shapes and tuple(shapes[k]) != tuple(want[k])]
     problems = []
     if missing:
         problems.append(f"missing key(s) {_listed(missing)}")
@@ -223,4 +237,4 @@ def match_shapes(arch: str, shapes: Shapes, input_shape: tuple[int, ...], n_clas
         problems.append(f"unexpected key(s) {_listed(extra)}")
     if wrong:
         problems.append(f"shape(s) differ: {'; '.join(wrong[:3])}")
-    return ShapeMatch(arch, params, tuple(problems))
+    return tuple(problems)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import datasets
 from data.params import Param, SpecError, resolve
 from data.tasks.objectives import BOUNDARY, CLASSIFICATION, INITIAL, INTERIOR, ConvectionPINN, Objective
 
@@ -82,10 +83,11 @@ def _digits() -> tuple[np.ndarray, ...]:
     return x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]
 
 
-def _external(name: str) -> Callable[[], tuple[np.ndarray, ...]]:
-    def load() -> tuple[np.ndarray, ...]:
-        raise SpecError(f"task {name!r} is not available offline: zoos imported from it carry their "
-                        "catalog and landscape metrics, but computing new metrics on them needs its data")
+def _from_root(name: str) -> Callable[[], tuple[np.ndarray, ...]]:
+    """A published zoo's dataset read from the data root ($PHASEZOO_DATA; docs/datasets.md), preprocessed as the
+    zoo's test-time transforms (data.datasets.preprocess); without it a one-line DatasetError says what is missing."""
+    def load(root: str | None = None) -> tuple[np.ndarray, ...]:
+        return datasets.load_normalised(name, root)
     return load
 
 
@@ -140,11 +142,12 @@ class TaskDef:
     params: Mapping[str, Param] = field(default_factory=lambda: COMMON_PARAMS)
     make: Callable[..., TaskData] | None = None  # builds a non-classification task from its parameters
     kind: str = "classification"  # one of TASK_KINDS: which metrics apply (`analysis.metrics.registry.Metric.kinds`)
+    dataset: str = ""  # the data.datasets name read from the data root instead ("" = generated here)
 
     @property
     def available(self) -> bool:
-        """Whether this machine can produce the task's data (the published zoos' tasks it cannot)."""
-        return bool(self.package)
+        """Whether this machine can produce the task's data: generated here, or the data root holds its layout."""
+        return bool(self.package) or (bool(self.dataset) and datasets.available(self.dataset))
 
     @property
     def units(self) -> dict[str, str]:
@@ -173,11 +176,9 @@ TASKS: Mapping[str, TaskDef] = {
         "beta": Param(float, 1.0, lambda v: v >= 0.0, "the convection speed β must be >= 0"),
         "n_train": Param(int, 500, lambda v: v > 0, "interior collocation points, must be > 0"),
         "data_seed": Param(int, 0)}, _convection, "regression"),
-    # the published zoos' tasks: known shapes, no data here (imported zoos only)
-    "cifar10": TaskDef(_external("cifar10"), 10, "", (3, 32, 32)),
-    "cifar100": TaskDef(_external("cifar100"), 100, "", (3, 32, 32)),
-    "svhn": TaskDef(_external("svhn"), 10, "", (3, 32, 32)),
-    "tinyimagenet": TaskDef(_external("tinyimagenet"), 200, "", (3, 64, 64)),
+    # the published zoos' tasks: known shapes, data from the data root when it holds them (data.datasets)
+    **{name: TaskDef(_from_root(name), datasets.DATASETS[name].n_classes, "", datasets.DATASETS[name].input_shape,
+                     dataset=name) for name in ("cifar10", "cifar100", "svhn", "tinyimagenet")},
 }
 
 
@@ -195,13 +196,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PHASEZOO_CACHE", Path.home() / ".cache" / "phasezoo"))
 
 
-@lru_cache(maxsize=4)
 def _raw(task: str) -> tuple[np.ndarray, ...]:
+    if TASKS[task].dataset:  # read from the data root: cached per root, so a changed $PHASEZOO_DATA is seen
+        try:
+            return _from_disk(task, str(datasets.data_root()))
+        except datasets.DatasetError as e:
+            raise datasets.DatasetError(f"task {task}: {e}") from None
+    return _generated(task)
+
+
+@lru_cache(maxsize=2)
+def _from_disk(task: str, root: str) -> tuple[np.ndarray, ...]:
+    return TASKS[task].load_raw(root)
+
+
+@lru_cache(maxsize=4)
+def _generated(task: str) -> tuple[np.ndarray, ...]:
     """The task's arrays, generated once per machine and then read from a cache file (ms instead of
     seconds: every worker process needs them). The key carries the generating package's version."""
     package = TASKS[task].package
-    if not package:  # an external task: its loader says why there is no data
-        return TASKS[task].load_raw()
     path = cache_dir() / f"{task}-{package}-{metadata.version(package)}.npz"
     try:
         with np.load(path) as f:

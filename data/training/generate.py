@@ -34,6 +34,7 @@ from tqdm import tqdm
 from data.cli import run_cli
 from data.device import resolve_device
 from data.models.archs import arch_def, build_model, n_params
+from data.models.reference import add_factory_flag, trust_flagged
 from data.params import SpecError
 from data.tasks.builtin import TaskData, load_task
 from data.training.train import (
@@ -58,7 +59,7 @@ from data.training.workers import (
     task_slots,
 )
 from data.zoo.schema import CATALOG
-from data.zoo.spec import ModelConfig, ZooSpec, parse_spec
+from data.zoo.spec import ModelConfig, ZooSpec, parse_spec, trust_spec_factory
 from data.zoo.store import (
     CATALOG_FILE,
     CHECKPOINTS,
@@ -351,7 +352,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m data.training
     ap.add_argument("--quiet", action="store_true", help="no progress bar or progress messages: errors only")
     ap.add_argument("--estimate", action="store_true", help="print the cost estimate and exit without training")
     add_executor_args(ap)
+    add_factory_flag(ap)
     args = ap.parse_args(argv)
+    trust_flagged(args.factory)
+    trust_spec_factory(args.spec)
     logging.basicConfig(level=logging.WARNING if args.quiet and not args.estimate else logging.INFO,
                         format="%(message)s")
 

@@ -12,6 +12,7 @@
     [axes.load]         knob = "width",      increases = false  # load falls as capacity grows
     [axes.temperature]  knob = "batch_size", increases = false  # larger batch = colder
     [metrics.mc_bezier] lr = 1e-3           # optional: this zoo's parameters of a registered metric
+    data_root = "/data"                     # optional: where its task's data is (docs/datasets.md)
 
 `increases` says whether the physical quantity (load or temperature) rises with the knob's value; views
 use it to orient the axes (capacity growing to the right, hottest row on top) without knowing knob names.
@@ -111,6 +112,9 @@ class ZooSpec:
     # metric name -> parameter overrides (checked against the registry by analysis.runner.run: data knows no metrics)
     # (not part of a zoo's identity: a resumed zoo may change them)
     metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
+    # where the task's data is read from (data.datasets), "" = $PHASEZOO_DATA; a relative path is relative to
+    # the zoo directory. Not part of the zoo's identity either: the same zoo may sit beside its data anywhere.
+    data_root: str = field(default="", compare=False)
 
     @property
     def knob_dtypes(self) -> dict[str, pl.DataType]:
@@ -206,6 +210,30 @@ def load_spec(path: str | Path) -> ZooSpec:
     return parse_spec(text, str(path))
 
 
+def trust_spec_factory(path: str | Path) -> None:
+    """A spec file the user names on the command line (`phasezoo generate SPEC`) is trusted configuration: the
+    model factory its `arch` names may be imported, here and in the workers (docs/architectures.md). A spec
+    found in a zoo directory is not: those need `--factory` or $PHASEZOO_FACTORIES."""
+    try:
+        arch = tomllib.loads(read_text(Path(path), 4 * MAX_SPEC_CHARS)).get("arch")
+    except (PathError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return  # load_spec reports what is wrong with the file
+    if isinstance(arch, str) and arch.startswith("factory:"):
+        from data.models.reference import allow_factory  # torchvision and timm load only for such archs
+
+        allow_factory(arch)
+
+
+def data_root_for(spec: ZooSpec, zoo_dir: str | Path, flag: str | Path | None = None) -> Path | None:
+    """The data root a zoo's task is read from, by precedence: the command's `--data-root` (`flag`), else the
+    spec's `data_root` (relative to the zoo directory), else None ($PHASEZOO_DATA; docs/datasets.md)."""
+    if flag is not None and str(flag) != "":
+        return Path(flag).expanduser()
+    if spec.data_root:
+        return Path(zoo_dir) / Path(spec.data_root).expanduser()  # an absolute data_root stays as it is
+    return None
+
+
 def _require(raw: Mapping, key: str, kind: type) -> Any:
     if key not in raw:
         raise SpecError(f"missing field {key!r}")
@@ -223,7 +251,7 @@ def _optional(raw: Mapping, key: str, kind: type, default: Any) -> Any:
 
 def _build(raw: Mapping) -> ZooSpec:
     known = {"name", "description", "task", "arch", "seeds", "task_params", "arch_params", "training",
-             "grid", "axes", "metrics"}
+             "grid", "axes", "metrics", "data_root"}
     if unknown := sorted(set(raw) - known):
         raise SpecError(f"unknown field(s) {unknown}")
     name, task, arch = (_require(raw, k, str) for k in ("name", "task", "arch"))
@@ -298,7 +326,7 @@ def _build(raw: Mapping) -> ZooSpec:
         raise SpecError("metrics: each entry must be a table of parameters, e.g. [metrics.mc_bezier] lr = 0.001")
     spec = ZooSpec(name, str(raw.get("description", "")), task, arch, seeds, resolved["task_params"],
                    resolved["arch_params"], resolved["training"], ckpt, tuple(sorted(set(analysis))), grid,
-                   *parsed_axes, metric_params)
+                   *parsed_axes, metric_params, _optional(raw, "data_root", str, ""))
     ids = [m.model_id for m in spec.models()]
     if len(set(ids)) != len(ids):
         raise SpecError("grid: two grid points give the same model id; make the values distinct")

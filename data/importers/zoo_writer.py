@@ -1,0 +1,71 @@
+"""Write a whole zoo directory at once, or nothing: what every importer (data.importers.manifest,
+data.importers.smallcnn) shares with data.importers.ptmz.
+
+The zoo is built in a temporary directory beside `out` (same file system) — checkpoints first, then the spec, the
+catalog (which names them) and any metrics and side tables — synced, and renamed to `out` in one step. Any error
+removes the temporary directory; an existing `out` is never touched. Tables are validated against data.zoo.schema
+before they are written, so a zoo that appears is a zoo that opens.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import polars as pl
+
+from data.checkpoint.load import CheckpointError, max_bytes
+from data.importers.ptmz_layout import ImportError_
+from data.zoo.schema import CATALOG, METRICS
+from data.zoo.spec import ZooSpec, parse_spec
+from data.zoo.store import CATALOG_FILE, METRICS_FILE, SPEC, atomic_write
+
+__all__ = ["ImportError_", "check_new_output", "write_zoo"]
+
+
+def check_new_output(out: Path) -> None:
+    """Refuse an output that exists (nothing is written) and a bad $PHASEZOO_MAX_CHECKPOINT_MB, up front."""
+    if os.path.lexists(out):
+        raise ImportError_(f"{out} exists; choose a new output directory (nothing was written)")
+    try:
+        max_bytes()
+    except CheckpointError as e:
+        raise ImportError_(str(e)) from None
+
+
+def write_zoo(out: Path, spec_text: str, fill: Callable[[Path, ZooSpec], list[dict]],
+              metrics: Callable[[], list[dict]] = list, tables: Mapping[str, Callable[[], pl.DataFrame]] = {},
+              source: str = "generated spec") -> ZooSpec:
+    """Create zoo `out` from `spec_text`: `fill(tmp_root, spec)` writes the checkpoints (data.zoo.store.
+    write_checkpoint) and returns the catalog rows; `metrics()` the metrics rows; `tables` extra parquet files
+    (name -> frame) such as the hyperparameters an importer keeps beside the catalog."""
+    out = Path(out)
+    check_new_output(out)
+    spec = parse_spec(spec_text, source)  # a SpecError here names the field; nothing has been created yet
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        rows = fill(tmp, spec)
+        catalog = pl.DataFrame(rows, schema={**CATALOG.columns, **spec.knob_dtypes})
+        catalog = CATALOG.validate(catalog.sort("model_id", "epoch"), spec.knob_dtypes)
+        met = METRICS.validate(pl.DataFrame(metrics(), schema=METRICS.columns))
+        atomic_write(tmp / SPEC, lambda p: p.write_text(spec_text))
+        atomic_write(tmp / CATALOG_FILE, lambda p: catalog.write_parquet(p))
+        atomic_write(tmp / METRICS_FILE, lambda p: met.write_parquet(p))
+        for name, table in tables.items():
+            frame = table()
+            atomic_write(tmp / name, lambda p: frame.write_parquet(p))
+        os.sync()
+        os.rename(tmp, out)  # the zoo appears whole or not at all; never over a directory that appeared meanwhile
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(out):
+            raise ImportError_(f"{out} appeared during the import; it was left as it is (nothing written)") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return spec
