@@ -29,7 +29,7 @@ run: $(STAMP)
 test: $(STAMP) lint chromium
 	$(PYTHON) -m pytest -q
 
-# The part a contributor runs after each change: no test marked slow (≳ 3 s) or browser (pyproject.toml).
+# The part a contributor runs after each change: no test marked slow (≳ 1 s) or browser (pyproject.toml).
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow and not browser"
 

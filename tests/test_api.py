@@ -82,6 +82,7 @@ def test_open_zoo_by_name_is_the_directory_in_declared_schemas(default):
         default.catalog = None
 
 
+@pytest.mark.slow
 def test_open_zoo_without_optional_tables(tiny):
     frames = open_zoo(tiny[0])
     assert frames.phases is None and frames.catalog.height > 0
@@ -131,6 +132,7 @@ def _sorted(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort("model_id", "other_id", "metric", "split", "layer", "coord", nulls_last=True)
 
 
+@pytest.mark.slow
 def test_compute_metrics_on_a_zoo_is_the_runner(tiny):
     root, rows = tiny
     zoo = Zoo.open(root)
@@ -145,6 +147,7 @@ def test_compute_metrics_on_a_zoo_is_the_runner(tiny):
     assert _sorted(again).equals(_sorted(rows))
 
 
+@pytest.mark.slow
 def test_compute_metrics_on_models_equals_the_runners_rows(tiny):
     root, stored = tiny
     zoo = Zoo.open(root)
@@ -168,6 +171,7 @@ def test_compute_metrics_on_models_equals_the_runners_rows(tiny):
     assert model.training and set(free["model_id"]) == {"model0"} and set(free["epoch"]) == {0}
 
 
+@pytest.mark.slow
 def test_compute_metrics_bad_inputs(tiny):
     root, _ = tiny
     zoo = Zoo.open(root)
@@ -202,6 +206,7 @@ def test_compute_metrics_bad_inputs(tiny):
 
 
 # ----------------------------------------------------------------------------- verdict
+@pytest.mark.slow
 def test_verdict_of_a_module_is_the_verdict_of_its_saved_file(default, tmp_path):
     """The module is written as the safetensors file `save_file` makes of its state dict — the same bytes,
     so the same SHA-256, which is all the pipeline sees besides the name: the saved file's verdict is then

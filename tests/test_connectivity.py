@@ -124,6 +124,7 @@ def params(m):
     return {k: v.detach() for k, v in m.named_parameters()}
 
 
+@pytest.mark.slow
 def test_identical_endpoints_have_zero_mc():
     x, y = xor_data()
     m = trained(0, x, y)
@@ -131,6 +132,7 @@ def test_identical_endpoints_have_zero_mc():
     assert prof.mc == 0.0 and len(prof.t) == 11 and len(set(prof.error)) == 1
 
 
+@pytest.mark.slow
 def test_planted_barrier_is_negative_and_bezier_lowers_it():
     """Two XOR solutions whose hidden units are permuted and sign-flipped: the straight line between them
     crosses a region of high error (a barrier); the trained Bézier curve finds a way around it."""

@@ -93,6 +93,7 @@ def test_heatmap_places_each_cell(tiny_zoo):
         assert row["n_seeds"] == 2
 
 
+@pytest.mark.slow
 def test_real_server_serves_the_dashboard():
     """`make run`'s command, on a free port: health check (inside `streamlit_server`), then the page."""
     with streamlit_server() as url:
@@ -205,6 +206,7 @@ def test_downstream_page_on_the_default_zoo():
     assert figures(at)[1]["data"][0]["zmid"] == 0  # a delta: diverging around 0
 
 
+@pytest.mark.slow
 def test_downstream_page_says_what_is_missing_and_shows_imported_results(tiny_zoo, tmp_path, monkeypatch):
     monkeypatch.setenv("PHASEZOO_ZOO", str(tiny_zoo))
     at = AppTest.from_file(APP, default_timeout=60)

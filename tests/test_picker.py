@@ -163,6 +163,7 @@ def roots(tiny_zoo, tmp_path) -> tuple[Path, Path, Path]:
     return allowed, outside / "zoo", allowed / "escape"
 
 
+@pytest.mark.slow
 def test_roots_confine_the_typed_directory(roots, monkeypatch):
     allowed, outside, escape = roots
     env = {"PHASEZOO_ZOO_ROOTS": os.pathsep.join([str(allowed), "/nonexistent-root"])}

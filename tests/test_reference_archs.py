@@ -106,6 +106,7 @@ def test_torchvision_resnet18_state_dict_is_recognised_by_shapes():
     assert not m.ok  # an MLP's keys: no conv1, nothing inferred
 
 
+@pytest.mark.slow
 def test_torchvision_declares_the_constructor_arguments_this_variant_passes():
     assert {k: p.default for k, p in arch_def("torchvision:resnext50_32x4d").params.items()} == {
         "zero_init_residual": False, "groups": 32, "width_per_group": 4, "small_input": False}
@@ -153,6 +154,7 @@ def test_torchvision_bad_names_parameters_and_inputs_are_one_line():
 # ---- timm ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_timm_models_by_name():
     pytest.importorskip("timm")
     model = build_model("timm:resnet18", (1, 28, 28), 10, {}, seed=0)  # in_chans from the task

@@ -204,6 +204,7 @@ def test_training_set_labels_every_model_twice_with_the_zoo_phases(table, zoo):
     assert (both["cell"] == expected).all()
 
 
+@pytest.mark.slow
 def test_validate_leave_one_cell_out_beats_the_majority(table):
     v = validate(table, "cell")
     assert v.scheme == "leave-one-cell-out" and v.n == 384 and v.folds == 64
