@@ -14,12 +14,9 @@ partial is written, and an existing directory is never touched. `--data-root` re
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +24,6 @@ from pathlib import Path
 import polars as pl
 
 from data import datasets
-from data.checkpoint.load import CheckpointError, max_bytes
 from data.cli import run_cli
 from data.importers.ptmz_layout import (
     CONFIG_FILES,
@@ -41,6 +37,7 @@ from data.importers.ptmz_layout import (
     read_trial,
     reference_state,
 )
+from data.importers.zoo_writer import check_new_output, new_zoo_dir
 from data.params import SpecError
 from data.tasks.builtin import TASKS
 from data.zoo.schema import CATALOG, METRICS
@@ -177,12 +174,7 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
     if task not in TASKS:
         raise SpecError(f"unknown task {task!r}; available: {sorted(TASKS)}")
     root_text = checked_data_root(task, data_root) if data_root is not None and str(data_root) else ""
-    if os.path.lexists(out):
-        raise ImportError_(f"{out} exists; choose a new output directory (nothing was written)")
-    try:
-        max_bytes()
-    except CheckpointError as e:
-        raise ImportError_(str(e)) from None
+    check_new_output(out)
     problems: list[str] = []
     n_dirs, trials = _read_all(src, task, problems)
     candidates = sorted({e for t in trials for e in t.checkpoints})
@@ -191,9 +183,7 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
     except SpecError as e:
         raise ImportError_(f"{src}: the trials do not make a zoo spec: {e}") from None
     ids = {(dict(c.knobs)["width"], dict(c.knobs)["batch_size"], c.seed): c.model_id for c in spec.models()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with new_zoo_dir(out) as tmp:
         cat_rows, met_rows = [], []
         for t in trials:
             c, m = _write_trial(tmp, task, ids[t.width, t.batch_size, t.seed], t, problems)
@@ -207,16 +197,6 @@ def import_zoo(src: str | Path, out: str | Path, task: str = "cifar10", name: st
         atomic_write(tmp / SPEC, lambda p: p.write_text(text))
         atomic_write(tmp / CATALOG_FILE, lambda p: CATALOG.validate(catalog, final.knob_dtypes).write_parquet(p))
         atomic_write(tmp / METRICS_FILE, lambda p: METRICS.validate(metrics).write_parquet(p))
-        os.sync()
-        os.rename(tmp, out)  # the zoo appears whole or not at all; never over a directory that appeared meanwhile
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(out):
-            raise ImportError_(f"{out} appeared during the import; it was left as it is (nothing written)") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ImportReport(n_dirs, len(trials), tuple(problems))
 
 

@@ -12,7 +12,8 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +24,7 @@ from data.zoo.schema import CATALOG, METRICS
 from data.zoo.spec import ZooSpec, parse_spec
 from data.zoo.store import CATALOG_FILE, METRICS_FILE, SPEC, atomic_write
 
-__all__ = ["ImportError_", "check_new_output", "write_zoo"]
+__all__ = ["ImportError_", "check_new_output", "new_zoo_dir", "write_zoo"]
 
 
 def check_new_output(out: Path) -> None:
@@ -36,6 +37,27 @@ def check_new_output(out: Path) -> None:
         raise ImportError_(str(e)) from None
 
 
+@contextmanager
+def new_zoo_dir(out: Path) -> Iterator[Path]:
+    """A temporary directory beside `out` (same file system) to build a zoo in; on leaving the block it is
+    synced and renamed to `out` in one step, or removed on any error — an `out` that appeared meanwhile is
+    never written over."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.sync()
+        os.rename(tmp, out)  # the zoo appears whole or not at all
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(out):
+            raise ImportError_(f"{out} appeared during the import; it was left as it is (nothing written)") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_zoo(out: Path, spec_text: str, fill: Callable[[Path, ZooSpec], list[dict]],
               metrics: Callable[[], list[dict]] = list, tables: Mapping[str, Callable[[], pl.DataFrame]] = {},
               source: str = "generated spec") -> ZooSpec:
@@ -45,9 +67,7 @@ def write_zoo(out: Path, spec_text: str, fill: Callable[[Path, ZooSpec], list[di
     out = Path(out)
     check_new_output(out)
     spec = parse_spec(spec_text, source)  # a SpecError here names the field; nothing has been created yet
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with new_zoo_dir(out) as tmp:
         rows = fill(tmp, spec)
         catalog = pl.DataFrame(rows, schema={**CATALOG.columns, **spec.knob_dtypes})
         catalog = CATALOG.validate(catalog.sort("model_id", "epoch"), spec.knob_dtypes)
@@ -58,14 +78,4 @@ def write_zoo(out: Path, spec_text: str, fill: Callable[[Path, ZooSpec], list[di
         for name, table in tables.items():
             frame = table()
             atomic_write(tmp / name, lambda p: frame.write_parquet(p))
-        os.sync()
-        os.rename(tmp, out)  # the zoo appears whole or not at all; never over a directory that appeared meanwhile
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(out):
-            raise ImportError_(f"{out} appeared during the import; it was left as it is (nothing written)") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return spec
