@@ -64,3 +64,21 @@ def code_running_pickle(path: Path, marker: Path) -> Path:
 
     torch.save({"w": torch.zeros(2), "x": Evil()}, path)
     return path
+
+
+def private_cache(tmp_path_factory):
+    """A module's own PHASEZOO_CACHE (verdict reports, task arrays): the user's MNIST-1D arrays copied over
+    when their cache has them, so nothing is regenerated and nothing is written to the user's cache. Used as
+    `yield from private_cache(tmp_path_factory)` in a module-scoped fixture."""
+    import shutil
+
+    from data.tasks.builtin import cache_dir
+
+    mine = tmp_path_factory.mktemp("phasezoo-cache")
+    user = cache_dir()
+    for f in user.glob("mnist1d-*.npz") if user.is_dir() else ():
+        shutil.copy(f, mine / f.name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PHASEZOO_CACHE", str(mine))
+        yield mine
+

@@ -25,11 +25,10 @@ from safetensors.torch import save_file
 import phasezoo
 from analysis.metrics.catalog import get_metric
 from analysis.upload.report import Report
-from data.tasks.builtin import cache_dir
 from data.zoo.schema import CATALOG, EMBEDDINGS, METRICS
 from data.zoo.store import Zoo, ZooError
 from phasezoo.api import ApiError, VerdictError, compute_metrics, label_cells, open_zoo, verdict
-from tests.conftest import DEFAULT_ZOO, ROOT
+from tests.conftest import DEFAULT_ZOO, ROOT, private_cache
 
 W16 = "width016-batch_size0016-s1"  # the default zoo's phase-II model with wide margins (tests/test_verdict.py)
 CHEAP = ["performance", "weights", "cka_logits_test"]  # model-scope with and without data, and a pair metric
@@ -43,14 +42,7 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def _private_cache(tmp_path_factory):
-    """Verdict reports and task arrays in a private cache (the user's MNIST-1D arrays copied, not regenerated)."""
-    mine = tmp_path_factory.mktemp("phasezoo-cache")
-    user = cache_dir()
-    for f in user.glob("mnist1d-*.npz") if user.is_dir() else ():
-        shutil.copy(f, mine / f.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PHASEZOO_CACHE", str(mine))
-        yield mine
+    yield from private_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

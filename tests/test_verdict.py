@@ -28,9 +28,8 @@ from analysis.taxonomy.classifier import FEATURES, training_set, validate
 from analysis.upload.recognise import nearest_value, recognise
 from analysis.upload.report import KnobValue
 from data.models.archs import build_model, match_shapes
-from data.tasks.builtin import cache_dir
 from data.zoo.store import Zoo, builtin_zoos
-from tests.conftest import DEFAULT_ZOO
+from tests.conftest import DEFAULT_ZOO, private_cache
 
 EPOCH = 300  # the default zoo's last analysis epoch: what the verdict compares against
 W16 = "width016-batch_size0016-s1"  # phase II with wide margins on every rule quantity
@@ -82,15 +81,7 @@ def _no_recompute(*_a, **_k):
 
 @pytest.fixture(scope="module", autouse=True)
 def _private_cache(tmp_path_factory):
-    """Point the cache at a temporary directory for the whole module (the task data copied over when the
-    user's cache has it, so nothing is regenerated and nothing written to the user's cache)."""
-    mine = tmp_path_factory.mktemp("phasezoo-cache")
-    user = cache_dir()
-    for f in user.glob("mnist1d-*.npz") if user.is_dir() else ():
-        shutil.copy(f, mine / f.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PHASEZOO_CACHE", str(mine))
-        yield mine
+    yield from private_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
