@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 # Small-model autograd on 2 cores is many times slower with oversubscribed threads.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test test-fast lint reference chromium zoo zoos metrics phases embeddings downstream bench screenshots \
+.PHONY: run test test-fast lint reference chromium zoo zoos metrics phases embeddings downstream bench bench-quick screenshots \
 	clean-venv
 
 # The project is installed editable (pyproject.toml): `import analysis` works from anywhere and .venv/bin/phasezoo
@@ -82,7 +82,9 @@ zoos: $(STAMP)
 	  $(MAKE) phases embeddings ZOO=$$z || exit 1; \
 	  case $$z in convection-*) ;; *) $(MAKE) downstream ZOO=$$z || echo "$$z: see the error rows";; esac; done
 
-bench: $(STAMP)
+# Every bench in its full mode, one after another (bench_dashboard drives Chromium); `make bench-quick`: each
+# one's quick mode, as the test suite runs them (tests/test_benches.py). docs/benchmarks.md has the results.
+bench: $(STAMP) chromium
 	$(PYTHON) bench/bench_generate.py
 	$(PYTHON) bench/bench_hessian.py
 	$(PYTHON) bench/bench_dashboard.py
@@ -91,6 +93,9 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_load.py
 	$(PYTHON) bench/trace_coverage.py
 	$(PYTHON) bench/bench_archs.py
+
+bench-quick: $(STAMP) chromium
+	$(PYTHON) -m pytest -q tests/test_benches.py
 
 screenshots: $(STAMP) chromium
 	$(PYTHON) docs/screenshots.py

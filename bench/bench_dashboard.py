@@ -1,16 +1,18 @@
 """Dashboard speed: the first phase map in a real browser, and server-side reruns, on the default zoo and on a
 synthetic zoo of 100,000 catalog rows and 1,000,000 metric rows.
 
-    python bench/bench_dashboard.py
+    python bench/bench_dashboard.py [--quick]
 
 - browser: a warm `streamlit run` server (one page load first), then the time from requesting the Phase
   diagram page until its phase map is drawn, in Debian's Chromium (Playwright); median of 3 loads.
 - server side: Streamlit's AppTest runs the page script in-process; the time of one rerun after changing the
   metric, the epoch and a threshold (median of 3 each), after a first run that fills the caches.
 Targets: first phase map ≤ 3 s; reruns ≤ 0.5 s on the default zoo, ≤ 1 s on the synthetic zoo.
+`--quick` (tests/test_benches.py): a synthetic zoo of 18 models, one timed browser load and one rerun of each.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -79,7 +81,7 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 
-def server_side(zoo: str | None, epochs: list[int]) -> dict[str, float]:
+def server_side(zoo: str | None, epochs: list[int], repeats: int = 3) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
     if zoo:
@@ -90,7 +92,7 @@ def server_side(zoo: str | None, epochs: list[int]) -> dict[str, float]:
     assert not at.exception, at.exception
     options = [("mc_bezier", "train", None), ("hessian_trace_exact", "train", None), ("test_acc", "test", None)]
     timings: dict[str, list[float]] = {"metric": [], "epoch": [], "threshold": []}
-    for i in range(3):
+    for i in range(repeats):
         t = time.perf_counter()
         at.selectbox(key="phases_metric").set_value(options[i]).run()
         timings["metric"].append(time.perf_counter() - t)
@@ -105,14 +107,14 @@ def server_side(zoo: str | None, epochs: list[int]) -> dict[str, float]:
     return {k: median(v) for k, v in timings.items()}
 
 
-def first_map_in_browser(zoo: str | None) -> float:
+def first_map_in_browser(zoo: str | None, loads: int = 3) -> float:
     from playwright.sync_api import sync_playwright
 
     with streamlit_server({"PHASEZOO_ZOO": zoo} if zoo else None, timeout=300) as url:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             times = []
-            for i in range(4):  # the first load warms the server (imports, caches); the next three are timed
+            for i in range(loads + 1):  # the first load warms the server (imports, caches); the others are timed
                 page = b.new_page(viewport={"width": 1400, "height": 1000})
                 t = time.perf_counter()
                 page.goto(f"{url}/phases")
@@ -126,15 +128,21 @@ def first_map_in_browser(zoo: str | None) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="an 18-model synthetic zoo, one timed load and rerun each")
+    args = ap.parse_args()
+    size = {"widths": 3, "batches": 3, "seeds": 2, "epochs": 9, "esd_points": 20} if args.quick else {}
+    repeats = 1 if args.quick else 3
     with tempfile.TemporaryDirectory() as tmp:
         zoo = Path(tmp) / "synthetic"
         t = time.perf_counter()
-        n_cat, n_met = synthetic_zoo(zoo)
+        n_cat, n_met = synthetic_zoo(zoo, **size)
         print(f"synthetic zoo: {n_cat:,} catalog rows, {n_met:,} metric rows (built in {time.perf_counter() - t:.1f} s)")
         for name, path, epochs, target in [("default zoo", None, [150, 300], 0.5),
-                                          ("synthetic zoo", str(zoo), [49, 99], 1.0)]:
-            first = first_map_in_browser(path)
-            side = server_side(path, epochs)
+                                          ("synthetic zoo", str(zoo), [size.get("epochs", 99) // 2,
+                                                                       size.get("epochs", 99)], 1.0)]:
+            first = first_map_in_browser(path, repeats)
+            side = server_side(path, epochs, repeats)
             print(f"{name:>14}: first phase map in the browser {first:.2f} s (target <= 3 s); reruns after changing "
                   f"metric {side['metric']:.2f} s, epoch {side['epoch']:.2f} s, threshold {side['threshold']:.2f} s "
                   f"(target <= {target} s)")

@@ -1,6 +1,6 @@
 """Upload to verdict: how long a checkpoint waits for its phase, and the data-free report of a large model.
 
-    python bench/bench_upload.py
+    python bench/bench_upload.py [--quick]
 
 1. Default-zoo checkpoints (widths 8, 64 and 256, the widest the slowest; 0.1 % weight noise so none is a
    zoo model's twin and every one is paired with all 3 seeds of its cell), timed from the file's bytes to
@@ -14,9 +14,12 @@
    convolution; 42 MB of safetensors) through the same entry point: read, checks, recognition (no zoo
    matches), per-layer statistics, SVDs and power-law fits.
 Targets: default-zoo checkpoint ≤ 10 s; 10M-parameter data-free report ≤ 20 s.
+`--quick` (tests/test_benches.py): the width-8 checkpoint only, one run of each, and a 0.3M-parameter
+data-free report; the same lines.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -54,17 +57,21 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the width-8 checkpoint once, a 0.3M-parameter report")
+    args = ap.parse_args()
+    repeats, side = (1, 256) if args.quick else (3, 1582)  # side: of the data-free report's square layers
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp())
     zoos = [Zoo.open(ZOO)]
-    files = {m: noisy_copy(m, tmp) for m in MODELS}
+    files = {m: noisy_copy(m, tmp) for m in (MODELS[:1] if args.quick else MODELS)}
     pool = process_pool(2)
     analyse([files[MODELS[0]]], zoos, executor=pool, cache=False)  # as after the server's first upload
     print("default-zoo checkpoints, bytes to verdict (s)   backend (2 workers)  in-process  speed-up  cold CLI")
     for m, path in files.items():
         item = lambda: [(path.name, path.read_bytes())]  # noqa: E731  (what the uploader hands over)
-        warm, (report,) = timed(lambda: analyse(item(), zoos, executor=pool, cache=False), 3)
-        single, _ = timed(lambda: analyse(item(), zoos, executor=None, cache=False), 3)
+        warm, (report,) = timed(lambda: analyse(item(), zoos, executor=pool, cache=False), repeats)
+        single, _ = timed(lambda: analyse(item(), zoos, executor=None, cache=False), repeats)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "analysis.upload.verdict", str(path), "--zoo", str(ZOO), "--no-cache",
                         "--quiet"], cwd=ROOT, check=True, capture_output=True)
@@ -75,8 +82,8 @@ def main() -> None:
     pool.shutdown()
 
     g = torch.Generator().manual_seed(0)
-    big = {f"fc{i}.weight": 0.02 * torch.randn(1582, 1582, generator=g) for i in range(4)}
-    big["conv.weight"] = 0.02 * torch.randn(256, 256, 3, 3, generator=g)
+    big = {f"fc{i}.weight": 0.02 * torch.randn(side, side, generator=g) for i in range(4)}
+    big["conv.weight"] = 0.02 * torch.randn(side // 6, side // 6, 3, 3, generator=g)
     path = tmp / "big.safetensors"
     save_file(big, str(path))
     n = sum(v.numel() for v in big.values())

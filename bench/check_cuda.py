@@ -1,6 +1,6 @@
 """The CUDA paths against the CPU, on a machine with a GPU (CI has none: this is run by hand there).
 
-    python bench/check_cuda.py [--out DIR]
+    python bench/check_cuda.py [--out DIR] [--quick]
 
 1. trains a small zoo (3 widths × 2 batch sizes × 2 seeds, 20 epochs, batched) on the CPU and on CUDA:
    the epoch-1 losses must agree (float32 summation order only), and the timing of both is printed;
@@ -12,7 +12,9 @@
    small_input; random CIFAR-10-shaped data, the bench's cut-down metric parameters): every metric of the
    same weights on the CPU and on CUDA within the tolerances of step 2, with cuDNN's TF32 convolutions off
    (on, a convolution rounds its inputs to 10 mantissa bits: ~1e-3 relative, not a device bug).
-Exit status 1 if anything disagrees. Prints the largest differences per metric.
+Exit status 1 if anything disagrees (2: no GPU here). Prints the largest differences per metric.
+`--quick` (tests/test_benches.py runs it; on a machine without a GPU it only checks the refusal): steps 1
+and 2 on 2 models of 2 epochs with the data-only metrics `performance` and `weights`; steps 3 and 4 skipped.
 """
 from __future__ import annotations
 
@@ -35,24 +37,28 @@ SPEC = tiny_mlp_spec(n_train=1000, epochs=20, checkpoint_epochs=(10,), analysis_
 TOLERANCE = {"mc_bezier": (0.0, 3.0), "mc_bezier_error": (0.0, 3.0), "mc_bezier_loss": (0.1, 0.05),
              "mc_bezier_endpoint_dominated": (0.0, 1.0), "hessian_esd": (0.05, 1e-3)}
 DEFAULT_TOL = (1e-3, 1e-4)
+QUICK_SPEC = tiny_mlp_spec(n_train=200, epochs=2, checkpoint_epochs=(1,), analysis_epochs=(2,), widths=(8, 32),
+                           batch_sizes=(16,)).replace(name="cuda-check-quick", description="the CUDA check's quick zoo")
+QUICK_METRICS = ("performance", "weights")
 
 
 def main(argv=None) -> int:
     from analysis.metrics.catalog import list_metrics
     from analysis.runner.run import run
-    from analysis.upload.verdict import Report, analyse, process_pool
     from data.training.generate import generate
     from data.zoo.store import Zoo
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="steps 1-2 on 2 tiny models and 2 metrics (seconds)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device here: nothing to check")
         return 2
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     work = Path(tempfile.mkdtemp())
-    spec = SPEC.write(work / "spec.toml")
+    spec = (QUICK_SPEC if args.quick else SPEC).write(work / "spec.toml")
+    last = (QUICK_SPEC if args.quick else SPEC).training["epochs"]
     ok = True
     zoos = {}
     for dev in ("cpu", "cuda"):
@@ -63,9 +69,9 @@ def main(argv=None) -> int:
     a, b = (zoos[d].catalog.filter(pl.col("epoch") == 1).sort("model_id") for d in ("cpu", "cuda"))
     d_loss = (a["train_loss"] - b["train_loss"]).abs().max()
     d_acc = (a["test_acc"] - b["test_acc"]).abs().max()
-    last = [zoos[d].catalog.filter(pl.col("epoch") == 20).sort("model_id")["test_acc"] for d in ("cpu", "cuda")]
+    accs = [zoos[d].catalog.filter(pl.col("epoch") == last).sort("model_id")["test_acc"] for d in ("cpu", "cuda")]
     print(f"training: epoch-1 train loss max |Δ| {d_loss:.2e}, test acc max |Δ| {d_acc:.2e}; "
-          f"epoch-20 test acc mean {last[0].mean():.3f} (cpu) vs {last[1].mean():.3f} (cuda)")
+          f"epoch-{last} test acc mean {accs[0].mean():.3f} (cpu) vs {accs[1].mean():.3f} (cuda)")
     ok &= d_loss < 1e-3
 
     # every metric of the CPU-trained zoo, on each device
@@ -74,7 +80,7 @@ def main(argv=None) -> int:
         root = work / f"metrics-{dev}"
         shutil.copytree(work / "cpu", root)
         t = time.perf_counter()
-        rep = run(root, list_metrics(), workers=1, device=dev, progress=False)
+        rep = run(root, list(QUICK_METRICS) if args.quick else list_metrics(), workers=1, device=dev, progress=False)
         print(f"metrics on {dev}: {rep.tasks} tasks, {rep.failures} failures, {time.perf_counter() - t:.1f} s")
         ok &= rep.failures == 0
         table = pl.read_parquet(root / "metrics.parquet")
@@ -96,7 +102,22 @@ def main(argv=None) -> int:
         print(f"  {metric:34s} max |Δ| {worst:.3g}  {'ok' if bad.is_empty() else f'{len(bad)} beyond tolerance'}")
         ok &= bad.is_empty()
 
-    # one checkpoint through the verdict pipeline, workers on each device
+    if args.quick:
+        print("quick: steps 3 (verdict) and 4 (ResNet-18s) skipped")
+    else:
+        ok &= check_verdict(work) and check_archs()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        diffs.write_parquet(args.out / "cuda_metric_diffs.parquet")
+    print("CUDA agrees with the CPU" if ok else "CUDA DISAGREES with the CPU")
+    return 0 if ok else 1
+
+
+def check_verdict(work: Path) -> bool:
+    """Step 3: one checkpoint through the verdict pipeline, workers on each device."""
+    from analysis.upload.verdict import Report, analyse, process_pool
+    from data.zoo.store import Zoo
+
     cat = Zoo.open(work / "metrics-cpu").catalog
     row = cat.filter((pl.col("epoch") == 20) & (pl.col("width") == 32) & (pl.col("batch_size") == 16)
                      & (pl.col("seed") == 0))
@@ -111,13 +132,7 @@ def main(argv=None) -> int:
         verdicts[dev] = r
         print(f"verdict on {dev}: {r.rule.phase} (mc {r.rule.mc:.3g}, CKA {r.rule.cka:.3g}), "
               f"classifier {r.classifier.phase}, {time.perf_counter() - t:.1f} s")
-    ok &= verdicts["cpu"].rule.phase == verdicts["cuda"].rule.phase
-    ok &= check_archs()
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        diffs.write_parquet(args.out / "cuda_metric_diffs.parquet")
-    print("CUDA agrees with the CPU" if ok else "CUDA DISAGREES with the CPU")
-    return 0 if ok else 1
+    return verdicts["cpu"].rule.phase == verdicts["cuda"].rule.phase
 
 
 def within(metric: str, a: float, b: float) -> bool:

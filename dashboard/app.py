@@ -8,24 +8,68 @@ from pathlib import Path
 import pandas  # noqa: F401  (imported once here: sessions racing to a lazy first import saw it half-initialised)
 import streamlit as st
 
+from dashboard import state
 from dashboard.admission import shared as serving
-from dashboard.picker import pick_zoo
-from dashboard.widgets import pick_image_format
+from dashboard.glossary import PAGE as GLOSSARY
+from dashboard.layout import responsive
+from dashboard.picker import CUSTOM_KEY, OTHER, ZOO_KEY, load_zoo, pick_zoo
+from dashboard.widgets import LOAD_RIGHT_KEY, helptext, pick_image_format
 
-st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
 VIEWS = Path(__file__).parent / "views"
-pages = [
-    st.Page(VIEWS / "overview.py", title="Zoo overview", icon=":material/grid_on:", url_path="overview", default=True),
-    st.Page(VIEWS / "phases.py", title="Phase diagram", icon=":material/category:", url_path="phases"),
-    st.Page(VIEWS / "cell.py", title="Cell detail", icon=":material/zoom_in:", url_path="cell"),
-    st.Page(VIEWS / "spectra.py", title="Hessian spectra", icon=":material/ssid_chart:", url_path="spectra"),
-    st.Page(VIEWS / "weights.py", title="Weight space", icon=":material/scatter_plot:", url_path="weights"),
-    st.Page(VIEWS / "upload.py", title="Classify a checkpoint", icon=":material/upload_file:", url_path="upload"),
-    st.Page(VIEWS / "compare.py", title="Compare zoos", icon=":material/compare:", url_path="compare"),
-    st.Page(VIEWS / "downstream.py", title="Ensembles & averaging", icon=":material/hub:", url_path="downstream"),
+PAGES = [  # (file, title, icon, url_path): the paths are the links' addresses, kept as they are
+    ("overview.py", "Zoo overview", ":material/grid_on:", "overview"),
+    ("phases.py", "Phase diagram", ":material/category:", "phases"),
+    ("training.py", "Phases over training", ":material/animation:", "training"),
+    ("cell.py", "Cell detail", ":material/zoom_in:", "cell"),
+    ("spectra.py", "Hessian spectra", ":material/ssid_chart:", "spectra"),
+    ("weights.py", "Weight space", ":material/scatter_plot:", "weights"),
+    ("groups.py", "Group comparison", ":material/join:", "groups"),
+    ("upload.py", "Classify a checkpoint", ":material/upload_file:", "upload"),
+    ("compare.py", "Compare zoos", ":material/compare:", "compare"),
+    ("downstream.py", "Ensembles & averaging", ":material/hub:", "downstream"),
+    ("glossary.py", "Glossary", ":material/menu_book:", GLOSSARY),
 ]
-serving()  # the server-wide upload queue and its janitor (ended sessions released, heap trimmed), from the start
-page = st.navigation(pages)
-pick_zoo()  # the sidebar's zoo picker, shared by every page
-pick_image_format()
-page.run()
+
+
+def main() -> None:
+    """One run of the app: the router, the sidebar, the page, the URL written back."""
+    st.set_page_config(page_title="PhaseZoo", page_icon="🧭", layout="wide")
+    pages = {u: st.Page(VIEWS / f, title=t, icon=i, url_path=u) for f, t, i, u in PAGES}
+
+    def home() -> None:
+        """/ opens /overview with the same query: Streamlit serves its default page only at /, ignoring its
+        url_path, so the overview is not the default page — this hidden one is, and /overview stays its address."""
+        st.switch_page(pages["overview"], query_params=st.query_params.to_dict())
+
+    serving()  # the server-wide upload queue and its janitor (ended sessions released, heap trimmed), from the start
+    page = st.navigation([st.Page(home, title="PhaseZoo", url_path="home", default=True, visibility="hidden"),
+                          *pages.values()])
+    if page.url_path == "":  # the default page (its url_path reads "")
+        page.run()
+    path = next(u for u, p in pages.items() if p is page)
+    responsive()
+    state.restore(ZOO_KEY, CUSTOM_KEY, OTHER, load_zoo)  # a pasted link's view, before the picker draws it
+    zoo = pick_zoo()  # the sidebar's zoo picker, shared by every page
+    if zoo is not None:
+        state.seed(path, zoo)
+    root = str(zoo.root) if zoo is not None else None
+    with st.sidebar.popover("Copy link", icon=":material/link:", width="stretch"):
+        st.caption("This view: zoo, epoch, metric, cell and changed thresholds.")
+        link = st.empty()  # written before the page, and again after it with the values it settled on
+    st.sidebar.toggle("Load increases to the right", key=LOAD_RIGHT_KEY,
+                      help=helptext("Off: capacity grows to the right (the zoo papers' maps). On: load grows to the "
+                                    "right, as in Yang et al.'s schematic.", "load"))
+    pick_image_format()
+    notices = st.container()  # above the page: what of a pasted link this zoo lacks
+    link.code(state.link(state.sync(path, root)), language=None, wrap_lines=True)  # a page may stop early
+    try:
+        page.run()
+    finally:  # st.stop() raises: the page's values still reach the URL where Streamlit lets them
+        link.code(state.link(state.sync(path, root)), language=None, wrap_lines=True)
+        with notices:
+            state.report()
+
+
+# A worker process of the upload pool (spawn) re-imports this script as __mp_main__: it must not run the app.
+if __name__ != "__mp_main__":
+    main()

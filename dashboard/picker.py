@@ -101,8 +101,8 @@ def pick_zoo() -> Zoo | None:
         index = options.index(OTHER)
     else:
         index = 0
-    choice = st.sidebar.selectbox("Zoo", options, index=index, key=ZOO_KEY,
-                                  format_func=lambda o: o if o == OTHER else Path(o).name)
+    st.session_state.setdefault(ZOO_KEY, options[index])  # a link's zoo (dashboard.state) is set already
+    choice = st.sidebar.selectbox("Zoo", options, key=ZOO_KEY, format_func=lambda o: o if o == OTHER else Path(o).name)
     if choice == OTHER:
         path = st.sidebar.text_input("Zoo directory", key=CUSTOM_KEY, placeholder="/path/to/zoo")
         if not path:

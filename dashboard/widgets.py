@@ -10,7 +10,22 @@ from analysis.metrics.catalog import find_output
 from analysis.metrics.outputs import Output
 from analysis.taxonomy.cells import QUANTITIES
 from dashboard.charts import axis_orders
+from dashboard.glossary import cite, link
+from dashboard.notebook import Slice
 from data.zoo.spec import ZooSpec
+
+LOAD_RIGHT_KEY = "load_right"  # the sidebar toggle: draw load increasing to the right (Yang et al.'s schematic)
+
+
+def load_right() -> bool:
+    """Whether the grid charts draw load increasing to the right (the sidebar's toggle; default: capacity
+    grows to the right, the zoo papers' convention)."""
+    return bool(st.session_state.get(LOAD_RIGHT_KEY, False))
+
+
+def helptext(text: str, *terms: str) -> str:
+    """A help icon's text ending in links to the glossary entries of `terms` (dashboard.glossary anchors)."""
+    return cite(text) + ("  \nGlossary: " + ", ".join(link(t) for t in terms) if terms else "")
 
 
 def declared(name: str) -> Output:
@@ -19,6 +34,25 @@ def declared(name: str) -> Output:
     if name in QUANTITIES:
         name = QUANTITIES[name].candidates[0][0]
     return find_output(name) or Output(name, "")
+
+
+def number_column(out: Output, label: str | None = None, prefix: str = ""):
+    """A table column of an output's values: its human name (or `label`) with its unit, a fraction as a
+    percentage."""
+    percent = out.unit == "fraction"
+    name = label or prefix + (out.human if percent else out.axis_title)
+    return st.column_config.NumberColumn(name[:1].upper() + name[1:], format="percent" if percent else None)
+
+
+def cell_of(spec: ZooSpec, load_value, temperature_value) -> tuple:
+    """A grid cell from the values a chart gives (strings on categorical axes), in the grid's own types."""
+    return (type(spec.grid[spec.load.knob][0])(load_value),
+            type(spec.grid[spec.temperature.knob][0])(temperature_value))
+
+
+def metric_name(option: tuple) -> str:
+    """A (metric, split, coord) option of a metric select box by its declared human name, the split in brackets."""
+    return declared(option[0]).human + (f" ({option[1]})" if option[1] else "")
 
 
 def pick_cell(spec: ZooSpec, key: str) -> tuple:
@@ -32,8 +66,7 @@ def pick_cell(spec: ZooSpec, key: str) -> tuple:
 
 def open_cell(spec: ZooSpec, load_value, temperature_value) -> None:
     """Switch to Cell detail on the given cell (values as the chart gives them: strings are converted)."""
-    st.session_state["cell_load"] = type(spec.grid[spec.load.knob][0])(load_value)
-    st.session_state["cell_temperature"] = type(spec.grid[spec.temperature.knob][0])(temperature_value)
+    st.session_state["cell_load"], st.session_state["cell_temperature"] = cell_of(spec, load_value, temperature_value)
     st.switch_page("views/cell.py")
 
 
@@ -48,7 +81,7 @@ IMAGE_FORMAT_KEY = "image_format"
 def pick_image_format() -> None:
     """Sidebar (in the router): the format of the charts' camera button, PNG or SVG."""
     st.sidebar.radio("Chart downloads", ["png", "svg"], horizontal=True, key=IMAGE_FORMAT_KEY,
-                     help="The camera button of every chart saves it in this format.")
+                     help=helptext("The camera button of every chart saves it in this format."))
 
 
 def image_config(key: str) -> dict:
@@ -74,7 +107,17 @@ def downloads(table: pl.DataFrame | None, key: str, container=st) -> None:
                       key=f"{key}_parquet", on_click="ignore")
 
 
-def chart(fig, table: pl.DataFrame | None, key: str, container=st) -> None:
-    """A Plotly chart whose camera button saves PNG or SVG, with its underlying table as CSV and Parquet."""
+def python_source(source: Slice | None, key: str, container=st) -> None:
+    """A "copy as Python" popover: the Polars lines that load the chart's rows from the zoo directory
+    (st.code has the copy button)."""
+    if source is not None:
+        with container.popover("Copy as Python", icon=":material/code:"):
+            st.code(source.code(), language="python")
+
+
+def chart(fig, table: pl.DataFrame | None, key: str, container=st, source: Slice | None = None) -> None:
+    """A Plotly chart whose camera button saves PNG or SVG, with its underlying table as CSV and Parquet and,
+    given its `source`, the Python that loads its rows."""
     container.plotly_chart(fig, key=key, config=image_config(key))
     downloads(table, key, container)
+    python_source(source, key, container)

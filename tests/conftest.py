@@ -1,4 +1,5 @@
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -9,6 +10,17 @@ import torch  # noqa: E402
 
 from data.training.generate import generate  # noqa: E402
 from data.zoo.spec_builder import tiny_mlp_spec, tiny_pinn_spec, tiny_seq_spec  # noqa: E402
+
+MAIN = sys.modules["__main__"]  # pytest's, saved at collection: before any AppTest replaced it
+
+
+@pytest.fixture(autouse=True)
+def keep_main():
+    """Put back the real __main__ after every test: AppTest installs the page script as __main__, and a worker
+    process spawned later (a fixture generating a zoo) would import the page in its stead."""
+    yield
+    sys.modules["__main__"] = MAIN
+
 
 torch.set_num_threads(1)  # small-model autograd on 2 cores: extra threads only oversubscribe
 

@@ -111,9 +111,12 @@ def test_phases_page_on_default_zoo():
     assert trace["x"][0] == "2" and trace["y"][-1] == "8"
     labels = {t.split()[0] for row in trace["text"] for t in row if t}
     assert labels == {"I", "II", "III", "IV-A", "IV-B"}
-    assert "test_acc" in metric_map["layout"]["title"]["text"]
+    assert metric_map["layout"]["title"]["text"].startswith("Test accuracy")  # the declared name, not test_acc
     assert {t for row in metric_map["data"][0]["text"] for t in row if t} == labels  # phases over the metric
     assert set(at.dataframe[0].value["phase"]) == labels
+    columns = json.loads(at.dataframe[0].proto.columns)  # human column names, fractions as percentages
+    assert columns["median_test_acc"] == {"label": "Median test accuracy",
+                                          "type_config": {"type": "number", "format": "percent"}}
     # a threshold moved: reclassified at once (τ_L of 10 nats: every cell counts as fitted, no I or II)
     at.slider(key="phases_tau_loss").set_value(1.0).run()
     assert not at.exception
@@ -134,6 +137,43 @@ def test_phases_page_without_metrics(tiny_zoo, monkeypatch):
     at.switch_page("views/phases.py").run()
     assert not at.exception
     assert "no metrics at this epoch" in at.warning[0].value
+
+
+def snippets(at) -> list[str]:
+    """The "Copy as Python" popovers' code, in page order (st.code blocks that load a zoo table)."""
+    return [c.value for c in at.get("code") if "pl.scan_parquet(" in c.value]
+
+
+def test_copy_as_python_loads_exactly_each_charts_rows():
+    """Every chart of the overview and phase pages: its snippet, run as a user would, gives the chart's table."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from dashboard.notebook import Slice
+
+    def ran(code: str) -> pl.DataFrame:
+        scope: dict = {}
+        exec(code, scope)  # noqa: S102  (our own generated code, as Slice.load runs it)
+        return scope["frame"]
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    codes = snippets(at)
+    assert len(codes) == 2  # test accuracy and train loss
+    zoo = Zoo.open(DEFAULT_ZOO)
+    for code, column in zip(codes, ("test_acc", "train_loss")):
+        assert_frame_equal(ran(code), cell_stats(zoo.catalog, zoo.spec, 300, column))
+    assert Slice.of(DEFAULT_ZOO, "catalog", {"epoch": 300}).load().height == zoo.catalog.filter(
+        pl.col("epoch") == 300).height
+    at.switch_page("views/phases.py").run()
+    at.slider(key="phases_eps").set_value(2.5).run()  # a moved threshold is in the phase map's snippet
+    values, labels = (ran(c) for c in snippets(at))
+    metric_map, phase = figures(at)
+    shown = {(x, y): z for y, row in zip(metric_map["data"][0]["y"], array(metric_map["data"][0]["z"]))
+             for x, z in zip(metric_map["data"][0]["x"], row)}
+    assert values.height == 64 and all(shown[(str(r["width"]), str(r["batch_size"]))] == pytest.approx(r["value"])
+                                       for r in values.iter_rows(named=True))
+    drawn = {t.split()[0] for row in phase["data"][0]["text"] for t in row if t}
+    assert set(labels["phase"]) == drawn and "2.5" in snippets(at)[1]
 
 
 def test_cell_detail_page():
@@ -242,6 +282,18 @@ def test_weight_space_page(tiny_zoo, monkeypatch):
     at.radio(key="weights_method").set_value("pca").run()
     at.selectbox(key="weights_colour").set_value("test_acc").run()
     assert not at.exception and "PCA" in figures(at)[0]["layout"]["title"]["text"]
+    # a lasso around three models, then "Compare this group": the group comparison page draws them
+    trace = figures(at)[0]["data"][0]
+    at.session_state["weights_map"] = {"selection": {
+        "points": [{"curve_number": 0, "point_index": i, "customdata": trace["customdata"][i]} for i in range(3)],
+        "point_indices": [0, 1, 2], "box": [], "lasso": [{"x": [0, 1, 1], "y": [0, 0, 1]}]}}
+    at.run()
+    at.button(key="weights_compare").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value.startswith("Group comparison")
+    assert any("3 models selected in weight space" in c.value for c in at.caption)
+    loss = figures(at)[0]
+    assert {t["name"].rsplit(" ", 1)[0] for t in loss["data"]} == set(trace["text"][:3])  # one colour per model
     monkeypatch.setenv("PHASEZOO_ZOO", str(tiny_zoo))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -284,6 +336,10 @@ def test_upload_page_classifies_a_checkpoint_and_refuses_bad_files(tmp_path, mon
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Phase (taxonomy rules)"] in {"I", "II", "III", "IV-A", "IV-B"}
     assert metrics["Cell (width · batch_size)"] == "8 · 128"  # batch size: that of the identical zoo model
+    # the classifier's probability as a plain number with its runner-up and its held-out accuracy, no delta chip
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any(", runner-up " in c for c in captions) and any("held-out accuracy" in c for c in captions)
+    assert not any(m.proto.delta for m in at.metric)
     star = [t for f in figures(at) for t in f["data"] if t.get("marker", {}).get("symbol") == "star"]
     assert any(t["x"] == ["8"] and t["y"] == ["128"] for t in star)  # on the phase map, in its cell
     assert any("matches no zoo" in w.value for w in at.warning)  # the cnn1d: data-free report only
@@ -326,7 +382,7 @@ def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     assert total.keys() == set(names) and all(abs(v - 1) < 1e-9 for v in total.values())  # each grid sums to 1
     # test accuracy: every zoo but the regression one (the PINN has none)
     assert {t["name"] for t in by_phase["data"]} == set(names) - {"convection-pinn"}
-    assert "test_acc" in by_phase["layout"]["title"]["text"]
+    assert by_phase["layout"]["title"]["text"].startswith("test accuracy by phase")  # the declared human name
     # a Hessian quantity: each cell's value is ln of its seed mean, as its output declares
     from analysis.metrics.outputs import LOG_MEAN
     from analysis.taxonomy.cells import metric_cells
@@ -335,7 +391,7 @@ def test_compare_page_puts_zoos_side_by_side(tiny_zoo, tmp_path):
     at.selectbox(key="compare_metric").set_value(("hessian_top_eigenvalue", "train", 1.0)).run()
     assert not at.exception, at.exception
     by_phase = figures(at)[-1]
-    assert by_phase["layout"]["title"]["text"].startswith("ln hessian_top_eigenvalue")
+    assert by_phase["layout"]["title"]["text"].startswith("ln top Hessian eigenvalue")
     mlp = Zoo.open(DEFAULT_ZOO)
     expected = metric_cells(read_metrics(DEFAULT_ZOO), mlp.catalog, mlp.spec, max(mlp.spec.analysis_epochs),
                             "hessian_top_eigenvalue", "train", 1.0, aggregate=LOG_MEAN)["value"]
@@ -363,6 +419,6 @@ def test_every_page_on_the_other_builtin_zoos(zoo_name, monkeypatch):
     titles = [f["layout"]["title"]["text"] for f in charts["overview"] if "title" in f["layout"]]
     if zoo_name == "convection-pinn":
         assert any("Test MSE against the exact solution" in t for t in titles)
-        assert charts["phases"][0]["layout"]["title"]["text"].startswith("rel_l2_error")  # its headline metric
+        assert charts["phases"][0]["layout"]["title"]["text"].startswith("Relative L2 error")  # its headline
     if zoo_name == "modadd-transformer":
         assert any("Grokking delay" in t for t in titles)

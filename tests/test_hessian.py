@@ -140,3 +140,109 @@ def test_exact_trace_refuses_smooth_activations():
     assert not is_relu_mlp(model)
     with pytest.raises(ValueError, match="Linear and ReLU"):
         relu_mlp_hessian_trace(model, tiny_data()[0])
+
+
+# ----------------------------------------------------------------------------- Gauss–Newton split (kernels/ggn.py)
+def dense_ggn(model, x):
+    """(1/N) Σ_n J_nᵀ A_n J_n from the autograd Jacobian of the logits: an independent oracle for Tr G."""
+    from torch.func import functional_call
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def logits(flat):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = flat[i:i + shape.numel()].view(shape)
+            i += shape.numel()
+        return functional_call(model, params, (x,))
+
+    J = torch.autograd.functional.jacobian(logits, flat0)  # [N, C, P]
+    p = logits(flat0).detach().softmax(-1)
+    A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return torch.einsum("ncp,ncd,ndq->pq", J, A, J) / len(x)
+
+
+def tiny_cnn(seed=0):
+    from data.models.archs import CNN1d
+
+    torch.manual_seed(seed)
+    return CNN1d((12,), 4, width=3, depth=3).double()
+
+
+def tiny_transformer(seed=0):
+    from data.models.archs import Transformer
+
+    torch.manual_seed(seed)
+    return Transformer((3,), 5, width=4, depth=1, heads=2).double()
+
+
+def test_ggn_trace_is_the_hessian_trace_of_piecewise_linear_models():
+    from analysis.kernels.ggn import ggn_trace, piecewise_linear
+
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(20, 12, generator=g, dtype=torch.float64), torch.randint(0, 4, (20,), generator=g)
+    model = tiny_cnn()
+    assert piecewise_linear(model)
+    assert ggn_trace(model, x) == pytest.approx(torch.trace(dense_hessian(model, x, y)).item(), rel=1e-10)
+    assert not piecewise_linear(tiny_model()) and not piecewise_linear(tiny_transformer())
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ggn_trace_equals_the_dense_gauss_newton_trace(layer_norm):
+    """Softmax attention (per-layer norms from hooks, incl. the embedding and `pos`) and a LayerNorm model
+    (parameters no hook knows: torch.func per-example gradients)."""
+    from analysis.kernels.ggn import _hooked, ggn_trace
+
+    if layer_norm:
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3)).double()
+        x = tiny_data(30)[0]
+    else:
+        model, x = tiny_transformer(), torch.randint(0, 6, (30, 3), generator=torch.Generator().manual_seed(4))
+    assert _hooked(model) is not layer_norm
+    exact = torch.trace(dense_ggn(model, x)).item()
+    assert ggn_trace(model, x, max_rows=32) == pytest.approx(exact, rel=1e-10)  # chunked rows add up
+
+
+def test_cross_entropy_trace_is_exact_or_unbiased_within_its_stderr():
+    from analysis.kernels.ggn import cross_entropy_trace, residual_operator
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(20, 12, generator=g, dtype=torch.float64), torch.randint(0, 4, (20,), generator=g)
+    cnn = tiny_cnn()
+    with HessianOperator(cnn, x, y) as op:
+        exact = cross_entropy_trace(op)
+    assert exact.stderr == 0 and exact.matvecs == 0
+    assert exact.value == pytest.approx(torch.trace(dense_hessian(cnn, x, y)).item(), rel=1e-10)
+
+    model = tiny_transformer()
+    tokens, labels = torch.randint(0, 6, (30, 3), generator=g), torch.randint(0, 5, (30,), generator=g)
+    H = dense_hessian(model, tokens, labels)
+    R = H - dense_ggn(model, tokens)  # the residual left to the probes
+    with HessianOperator(model, tokens, labels) as op, residual_operator(op) as res:
+        V = torch.randn(op.n, 3, dtype=torch.float64, generator=g)
+        RV = torch.stack([res.matvec(V[:, i]) for i in range(3)], 1)
+        est = cross_entropy_trace(op, rtol=0.1, seed=1)
+    torch.testing.assert_close(RV, R @ V, rtol=1e-8, atol=1e-10)  # R = H − G is the Hessian of Σ r·z
+    assert est.probes >= 10 and est.matvecs == est.probes + 5
+    assert abs(est.value - torch.trace(H).item()) < 4 * est.stderr
+    # Rademacher quadratic forms of R vary with its off-diagonal mass: the stderr estimates that
+    sd = (2 * (R.square().sum() - R.diagonal().square().sum())).sqrt().item()
+    assert est.stderr == pytest.approx(sd / est.probes ** 0.5, rel=0.6)
+
+
+def test_cross_entropy_trace_refuses_what_it_cannot_split():
+    from analysis.kernels.ggn import cross_entropy_trace
+    from data.tasks.objectives import ConvectionPINN
+
+    model, (x, y) = tiny_model(), tiny_data()
+    with HessianOperator(model, x, y, names=parameter_groups(model)["2"]) as op:
+        with pytest.raises(ValueError, match="all parameters"):
+            cross_entropy_trace(op)
+    pinn = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    pts, kinds = torch.rand(16, 2, dtype=torch.float64), torch.zeros(16, dtype=torch.long)
+    with HessianOperator(pinn, pts, kinds, loss_fn=ConvectionPINN(1.0).loss) as op:
+        with pytest.raises(ValueError, match="cross-entropy"):
+            cross_entropy_trace(op)

@@ -91,3 +91,24 @@ def test_cli_on_a_foreign_table(tmp_path):
     assert bad.returncode == 2 and "no column for 'cka'" in bad.stderr
     bad = subprocess.run(cmd[:4] + ["--col", "mc=nope"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "no column(s) ['mc=nope']" in bad.stderr
+
+
+def test_validation_when_a_held_out_cell_leaves_one_phase():
+    """Leave-one-cell-out on a small zoo: holding out the only cell of a phase leaves one phase to train on
+    (no classifier can be fitted): the fold predicts that phase, and the other folds fit as usual."""
+    import numpy as np
+
+    from analysis.taxonomy.classifier import validate
+
+    rng = np.random.default_rng(0)
+    cells = ["a", "b", "b", "c", "c", "d", "d"]  # cell a alone is phase I; b, c, d are II or III
+    phase = ["I", "II", "II", "III", "III", "II", "II"]
+    x = [-5.0, 1.0, 1.1, 5.0, 5.2, 0.9, 1.2]
+    table = pl.DataFrame({"cell": cells, "seed": list(range(7)), "phase": phase, "f": x,
+                          "g": rng.normal(size=7)})
+    v = validate(table, "cell", features=("f", "g"))
+    assert v.folds == 4 and v.n == 7
+    # a's fold trains on II and III only, so it cannot say I: row I of the confusion matrix has no hit
+    assert v.confusion[v.labels.index("I")][v.labels.index("I")] == 0
+    only_two = pl.DataFrame({"cell": ["a", "b"], "seed": [0, 1], "phase": ["I", "II"], "f": [0.0, 1.0]})
+    assert validate(only_two, "cell", features=("f",)).accuracy == 0.0  # each fold sees the other phase only

@@ -86,3 +86,14 @@ def test_slq_density_integrates_to_one_and_covers_the_spectrum():
     mass = d.weights[d.nodes > 5].sum().item() / 4
     assert mass == pytest.approx(3 / 150, abs=0.015)
     assert math.isfinite(d.sigma) and d.sigma > 0
+
+
+def test_lanczos_basis_holds_only_the_rows_it_made():
+    """n = 300,000 with max_iter = n: a basis allocated up front would be 720 GB; one that grows holds the few
+    rows a fast-converging run makes (a spectrum with three distinct values: exact after 3 steps)."""
+    n = 300_000
+    d = torch.ones(n, dtype=torch.float64)
+    d[:10], d[10:20] = 4.0, 2.0
+    res = lanczos_topk(lambda v: d * v, n, 1, tol=1e-10, max_iter=n, start=torch.ones(n, dtype=torch.float64))
+    assert res.converged and res.matvecs <= 4
+    assert res.values[0].item() == pytest.approx(4.0, rel=1e-10)

@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 import analysis.upload.verdict as V
 from analysis.taxonomy.classifier import FEATURES, training_set, validate
+from analysis.taxonomy.phases import Thresholds, label
 from analysis.upload.recognise import nearest_value, recognise
 from analysis.upload.report import KnobValue
 from data.models.archs import build_model, match_shapes
@@ -311,6 +312,12 @@ def test_zoo_checkpoint_rule_verdict_reproduces_the_zoo(w16, phases300, zoo_metr
     # the report's own metric rows carry the same training loss
     own = {(m.metric, m.split): m.value for m in w16.metrics if m.coord is None and m.layer is None}
     assert own[("train_loss", "train")] == r.train_loss
+    # each threshold checked: classify's margins, nothing near (wide margins), the phase across each
+    checks = {c.quantity: c for c in r.checks}
+    assert checks["train_loss"].margin == pytest.approx(math.log10(r.train_loss / r.tau_loss))
+    assert checks["mc"].margin == pytest.approx(r.mc + r.eps_mc) and not r.near_boundary and r.near == ()
+    assert checks["train_loss"].flips_to in {"IV-A", "IV-B"}  # fitted and without a barrier: phase IV
+    assert checks["mc"].flips_to == "I" and not checks["cka"].used  # II with a barrier is I; CKA splits IV only
 
 
 @pytest.mark.slow
@@ -321,6 +328,13 @@ def test_zoo_checkpoint_classifier_and_evidence(w16):
     assert all(0 <= p <= 1 for p in c.probabilities.values())
     assert c.phase == max(c.probabilities, key=c.probabilities.get)
     assert c.n_train == 384
+    second = sorted(c.probabilities.items(), key=lambda kv: -kv[1])[1]
+    assert c.runner_up == second and c.words() == f"{c.phase} {c.probabilities[c.phase]:.2f}, runner-up " \
+                                                  f"{second[0]} {second[1]:.2f}"
+    # its held-out figures, carried from where it is trained: leave-one-cell-out over the zoo's 384 models × epochs
+    v = c.validation
+    assert v.scheme == "leave-one-cell-out" and v.n == 384 and v.folds == 64
+    assert v.baseline < v.accuracy <= 1 and sum(map(sum, v.confusion)) == 384
     assert c.features["n_params"] == pytest.approx(math.log10(1098))
     assert c.features["train_loss"] == pytest.approx(math.log10(w16.rule.train_loss))
     ev = {e.quantity: e for e in w16.evidence}
@@ -340,7 +354,9 @@ def test_summary_of_a_zoo_checkpoint(w16):
     assert "  cell: width=16 [weights], batch_size=16 [identical zoo model]" in text
     assert "  PHASE (taxonomy rules): II\n" in text
     assert f"  identical to zoo model {W16}" in text
-    assert "(2 pair(s) with zoo seeds)" in text
+    assert "(2 pair(s) with zoo seeds" in text
+    assert f"classifier validated on the zoo: {w16.classifier.validation.words()}" in text
+    assert w16.classifier.words() in text and ", runner-up " in text
 
 
 @pytest.mark.slow
@@ -384,13 +400,24 @@ def off_grid() -> V.Report:
 
 
 @pytest.mark.slow
-def test_off_grid_width(off_grid):
+def test_off_grid_width(off_grid, phases300):
     r = off_grid
     assert r.zoo is not None and r.n_params == 40 * 12 + 12 + 12 * 12 + 12 + 12 * 10 + 10
     assert r.cell["width"] == KnobValue(12, 16, "weights")
     bs = r.cell["batch_size"]
     assert bs.source == "estimated" and bs.value == bs.grid and bs.value in (8, 16, 32, 64, 128, 256, 512, 1024)
     assert len(bs.estimated_from) == 5 and all(m.startswith("width016-") for m in bs.estimated_from)  # same grid width
+    # every batch size it could have had, scored, with the rules' answer there: its own train loss (untrained:
+    # above τ_L) and that cell's seed-pair mc and CKA
+    e = bs.estimate
+    assert [c.value for c in e.candidates][0] == bs.value and len(e.candidates) == 8
+    assert sum(c.votes for c in e.candidates) == 5 and all(c.nearest is not None for c in e.candidates)
+    th = Thresholds(r.rule.tau_loss, r.rule.eps_mc, r.rule.tau_cka)
+    for c in e.candidates:
+        cell = phases300.filter((pl.col("width") == 16) & (pl.col("batch_size") == c.value)).row(0, named=True)
+        assert c.zoo_phase == cell["phase"] and c.phase == label(r.rule.train_loss, cell["mc"], cell["cka"], th)
+        assert c.phase in {"I", "II"}  # under-fitted wherever it is put
+    assert f"batch_size estimated ({e.candidates[0].votes}/5 votes)" in V.summary(r)
     assert r.rule.phase == "unclassified" and r.rule.reason == "lacks mc, cka"
     assert r.rule.n_pairs == 0 and r.rule.pairs_with is None and r.pairs == ()
     assert r.rule.mc is None and r.rule.cka is None and r.rule.train_loss > 2.0  # untrained: ~ln 10

@@ -182,6 +182,19 @@ def test_jobs_that_fail_in_workers_leave_a_verdict_without_them(w8, pool, cheap)
     assert r.classifier.phase is None and "hessian" in r.classifier.withheld
 
 
+def test_a_report_with_failed_jobs_is_not_cached(w8, cheap, tmp_path, monkeypatch):
+    """A job that failed for a transient reason (a worker killed, a broken pool) must not stick: the next
+    analysis of the same file measures again instead of serving the failure from the cache."""
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path))
+    file = ("a.safetensors", save(w8))
+    pool = FailingPool(BrokenExecutor("dead"), at_submit=True)
+    [first] = V.analyse([file], [Zoo.open(DEFAULT_ZOO)], executor=pool)
+    assert first.errors and not list((tmp_path / "reports").glob("*.json"))
+    again = FailingPool(BrokenExecutor("dead"), at_submit=True)
+    V.analyse([file], [Zoo.open(DEFAULT_ZOO)], executor=again)
+    assert again.submitted == 3  # measured again, not read back
+
+
 @pytest.mark.slow
 def test_an_exception_in_a_real_worker_process_fails_that_job_only(w8, cheap):
     """Jobs that raise in the worker processes (here: a device name torch refuses, resolved there)."""
@@ -348,3 +361,22 @@ def test_upload_page_shows_names_literally(tmp_path, monkeypatch):
 def test_literal_markdown_checker_can_fail():
     assert not renders_literally("**x**.pt", "**x**.pt") and not renders_literally("[a](http://x)", "[a](http://x)")
     assert not renders_literally(":smile:", ":smile:") and renders_literally(r"\*\*x\*\*.pt", "**x**.pt")
+
+
+def test_the_classifier_validation_is_kept_on_disk_per_zoo_state(tmp_path, monkeypatch):
+    """The leave-one-cell-out figures (64 fits) are computed once per zoo state: a second process reads them
+    back equal; a damaged entry is computed again."""
+    from analysis.taxonomy.classifier import FEATURES
+    from analysis.upload import zoo_side
+
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path))
+    state, features = zoo_side.zoo_state(Zoo.open(DEFAULT_ZOO)), tuple(FEATURES)
+    zoo_side.validation.cache_clear()
+    fresh = zoo_side.validation(state, features)
+    [entry] = (tmp_path / "validation").glob("*.json")
+    zoo_side.validation.cache_clear()  # as a new process would start
+    assert zoo_side.validation(state, features) == fresh and 0 < fresh.accuracy <= 1
+    entry.write_text("{not json")
+    zoo_side.validation.cache_clear()
+    assert zoo_side.validation(state, features) == fresh
+    zoo_side.validation.cache_clear()

@@ -75,7 +75,13 @@ class HessianOperator:
             parts.append(v[i:i + p.numel()].view_as(p).to(self.dtype))
             i += p.numel()
         with torch.enable_grad():
-            hv = torch.autograd.grad(self._grad, self.params, grad_outputs=parts, retain_graph=True)
+            if all(g.requires_grad for g in self._grad):
+                hv = torch.autograd.grad(self._grad, self.params, grad_outputs=parts, retain_graph=True)
+            else:  # a gradient constant in θ (a bias under a loss linear in the logits): its Hessian rows are 0
+                live = [(g, v) for g, v in zip(self._grad, parts) if g.requires_grad]
+                hv = torch.autograd.grad([g for g, _ in live], self.params, grad_outputs=[v for _, v in live],
+                                         retain_graph=True, allow_unused=True, materialize_grads=True) if live \
+                    else [torch.zeros_like(p) for p in self.params]
         self.matvecs += 1
         return torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
 

@@ -70,12 +70,17 @@ def _lanczos_basis(matvec: MatVec, v0: torch.Tensor, steps: int,
     `stop(alpha, beta, beta_next, m)` may end the run early (it sees the tridiagonal so far).
     """
     n = v0.numel()
-    Q = torch.empty(steps, n, dtype=F64, device=v0.device)  # basis as rows: each one contiguous
+    # basis as rows (each one contiguous), grown by doubling: a run that stops early (the usual case) holds
+    # only the rows it made, not `steps` × n float64 up front (46 GiB for the default zoo's widest MLP at
+    # steps = n); identical arithmetic either way
+    Q = torch.empty(min(steps, 16), n, dtype=F64, device=v0.device)
     alpha = torch.zeros(steps, dtype=F64)
     beta = torch.zeros(steps, dtype=F64)
     q = v0 / v0.norm()
     m = 0
     for j in range(steps):
+        if j == len(Q):
+            Q = torch.cat([Q, torch.empty(min(len(Q), steps - len(Q)), n, dtype=F64, device=v0.device)])
         Q[j] = q
         w = matvec(q)
         alpha[j] = torch.dot(q, w).item()

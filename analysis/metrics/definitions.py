@@ -50,7 +50,8 @@ def _check_finite(m: ModelInput) -> None:
     Output("test_acc", "higher = better generalisation", unit="fraction", label="test accuracy"),
     Output("generalization_gap", "train_acc − test_acc; higher = more over-fitted", unit="fraction",
            label="generalisation gap", signed=True),
-    *[Output(f"train_loss_{t}", f"the PINN loss's {t} term; higher = worse", log_scale=True) for t in PINN_TERMS],
+    *[Output(f"train_loss_{t}", f"the PINN loss's {t} term; higher = worse", log_scale=True,
+             label=f"train loss, {t} term") for t in PINN_TERMS],
     Output("rel_l2_error", "‖u − u*‖₂/‖u*‖₂ on the 256 × 100 grid; ≈ 1 = the PINN failed", log_scale=True,
            unit="fraction", label="relative L2 error"),
 ])
@@ -74,12 +75,14 @@ def performance(m: ModelInput) -> list[Value]:
 
 # ----------------------------------------------------------------------------- grokking
 @register("grokking", scope="model", needs_data=False, kinds=["sequence"], outputs=[
-    Output("fit_epoch", "first logged epoch with training accuracy ≥ the fit threshold", unit="epochs"),
-    Output("generalization_epoch", "first logged epoch with test accuracy ≥ the test threshold", unit="epochs"),
+    Output("fit_epoch", "first logged epoch with training accuracy ≥ the fit threshold", unit="epochs",
+           label="epoch the training set is fitted"),
+    Output("generalization_epoch", "first logged epoch with test accuracy ≥ the test threshold", unit="epochs",
+           label="epoch the test set is generalised"),
     Output("grokking_delay", "generalization_epoch − fit_epoch: how long generalisation lags memorisation; "
            "higher = later grokking", unit="epochs", label="grokking delay"),
-    Output("fitted", "1 if the training set was fitted by this epoch"),
-    Output("generalized", "1 if the test set was generalised to by this epoch"),
+    Output("fitted", "1 if the training set was fitted by this epoch", label="training set fitted"),
+    Output("generalized", "1 if the test set was generalised to by this epoch", label="test set generalised"),
 ])
 def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: float = 0.95) -> list[Value]:
     """The grokking delay (Power et al. 2022): epochs between fitting the training set and generalising,
@@ -109,7 +112,7 @@ def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: floa
            aggregate=LOG_MEAN, label="Hessian trace (Hutch++)"),
     Output("hessian_trace_hutchinson", "higher = sharper minimum", log_scale=True,
            aggregate=LOG_MEAN, label="Hessian trace (Hutchinson)"),
-    Output("hessian_esd", "spectral density of the Hessian", coord="eigenvalue"),
+    Output("hessian_esd", "spectral density of the Hessian", coord="eigenvalue", label="Hessian spectral density"),
 ])
 def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10, batch_size: int = 64,
             k: int = 3, tol: float = 1e-4, max_iter: int = 100, gradient_start: bool = True, sketch: int = 20,
@@ -180,9 +183,9 @@ def hessian_trace_exact(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_ba
 # version 2: the honest Hutch++ (see `hessian`); only hessian_layer_trace rows changed
 @register("hessian_layers", scope="model", needs_data=True, version=2, outputs=[
     Output("hessian_layer_top_eigenvalue", "higher = sharper along this layer", log_scale=True, per_layer=True,
-           aggregate=LOG_MEAN),
+           aggregate=LOG_MEAN, label="top Hessian eigenvalue of the layer"),
     Output("hessian_layer_trace", "higher = sharper along this layer", log_scale=True, per_layer=True,
-           aggregate=LOG_MEAN),
+           aggregate=LOG_MEAN, label="Hessian trace of the layer"),
 ])
 def hessian_layers(m: ModelInput, *, splits: tuple[str, ...] = ("train",), n_batches: int = 10,
                    batch_size: int = 64, tol: float = 1e-4, max_iter: int = 100, sketch: int = 10,
@@ -220,17 +223,23 @@ def hessian_layers_trace_only(m: ModelInput, *, splits: tuple[str, ...] = ("trai
 # version 2: adds alpha_ww (WeightWatcher 0.7.7's fit), skips zero-size layers, per-model log σ₁ in float64
 # over layers with σ₁ > 0; `phasezoo recompute ZOO --metrics weights` updates stored rows
 @register("weights", scope="model", needs_data=False, version=2, outputs=[
-    Output("weight_mean", "mean weight", per_layer=True),
-    Output("weight_var", "weight variance", per_layer=True, log_scale=True),
-    *[Output(f"weight_p{p:02d}", f"{p}th weight percentile", per_layer=True) for p in PERCENTILES],
-    Output("spectral_norm", "largest singular value; per model: mean over layers of log σ₁", per_layer=True),
-    Output("stable_rank", "‖W‖²_F/‖W‖²₂; higher = more spread spectrum", per_layer=True),
+    Output("weight_mean", "mean weight", per_layer=True, label="mean weight"),
+    Output("weight_var", "weight variance", per_layer=True, log_scale=True, label="weight variance"),
+    *[Output(f"weight_p{p:02d}", f"{p}th weight percentile", per_layer=True,
+             label=f"weight percentile {p}") for p in PERCENTILES],
+    Output("spectral_norm", "largest singular value; per model: mean over layers of log σ₁", per_layer=True,
+           label="spectral norm σ₁"),
+    Output("stable_rank", "‖W‖²_F/‖W‖²₂; higher = more spread spectrum", per_layer=True, label="stable rank"),
     Output("alpha", "power-law tail exponent of WᵀW/N, textbook Clauset fit (tail ≥ 5, two-sided KS); "
-           "WeightWatcher's bands do not apply: see alpha_ww", per_layer=True, role="data-free"),
-    Output("alpha_ks", "KS distance of the Clauset α fit; lower = better fit", per_layer=True),
+           "WeightWatcher's bands do not apply: see alpha_ww", per_layer=True, role="data-free",
+           label="power-law exponent α (Clauset)"),
+    Output("alpha_ks", "KS distance of the Clauset α fit; lower = better fit", per_layer=True,
+           label="KS distance of the α fit"),
     Output("alpha_ww", "WeightWatcher-compatible tail exponent (WW 0.7.7's fit): ≈2–4 well trained, >6 "
-           "random-like or under-trained, <2 over-trained", per_layer=True, role="data-free"),
-    Output("alpha_ww_ks", "one-sided KS distance of the WeightWatcher α fit; lower = better fit", per_layer=True),
+           "random-like or under-trained, <2 over-trained", per_layer=True, role="data-free",
+           label="power-law exponent α (WeightWatcher)"),
+    Output("alpha_ww_ks", "one-sided KS distance of the WeightWatcher α fit; lower = better fit", per_layer=True,
+           label="KS distance of the WeightWatcher α fit"),
 ])
 def weights(m: ModelInput) -> list[Value]:
     """Per-layer weight statistics, spectral norm, stable rank and heavy-tail α by two fits (Clauset's and
@@ -284,7 +293,7 @@ def _cka_values(name: str, xa: torch.Tensor, xb: torch.Tensor) -> list[Value]:
 @register("cka_logits_test", scope="pair", needs_data=True, outputs=[
     Output("cka_logits_test", "higher = more similar representations", role="similarity",
            label="CKA (logits, test)", bounds=(0.0, 1.0)),
-    Output("cka_logits_test_debiased", "higher = more similar representations"),
+    Output("cka_logits_test_debiased", "higher = more similar representations", label="CKA (logits, test, debiased)"),
 ])
 def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_size: int = 125) -> list[Value]:
     """PTMZ's variant: linear CKA of raw logits on test batches, computed per batch and averaged
@@ -309,7 +318,8 @@ def cka_logits_test(a: ModelInput, b: ModelInput, *, n_batches: int = 8, batch_s
 @register("cka_softmax_mixup", scope="pair", needs_data=True, kinds=["classification"], outputs=[
     Output("cka_softmax_mixup", "higher = more similar representations", role="similarity",
            label="CKA (softmax, mixup)", bounds=(0.0, 1.0)),
-    Output("cka_softmax_mixup_debiased", "higher = more similar representations"),
+    Output("cka_softmax_mixup_debiased", "higher = more similar representations",
+           label="CKA (softmax, mixup, debiased)"),
 ])
 def cka_softmax_mixup(a: ModelInput, b: ModelInput, *, n: int = 640, beta: float = 16.0, seed: int = 0) -> list[Value]:
     """Yang et al.'s variant: linear CKA of softmax outputs on mixup inputs of training examples,
@@ -337,10 +347,11 @@ def _path_outputs(prefix: str, what: str) -> list[Output]:
                            "regression): < 0 barrier, > 0 ends not converged, ≈ 0 well connected", role="connectivity",
                    label=f"mode connectivity mc ({what})"),
             Output(f"{prefix}_endpoint_dominated", "1 if the ends differ and every interior point lies between their "
-                   "errors (|mc| ≤ the ends' half-difference: mc then says only which end the path stays nearer to)"),
+                   "errors (|mc| ≤ the ends' half-difference: mc then says only which end the path stays nearer to)",
+                   label=f"ends dominate the {what}"),
             Output(f"{prefix}_error", f"training error (%; log10 of the loss for regression) along the {what}",
-                   coord="t"),
-            Output(f"{prefix}_loss", f"training loss along the {what}", coord="t")]
+                   coord="t", label=f"training error along the {what}"),
+            Output(f"{prefix}_loss", f"training loss along the {what}", coord="t", label=f"training loss along the {what}")]
 
 
 def _params(m: ModelInput) -> dict[str, torch.Tensor]:

@@ -49,14 +49,16 @@ def _test_acc(m: ModelInput, model: nn.Module | None = None) -> float:
 
 # ----------------------------------------------------------------------------- ensembles
 @register("ensemble", scope="cell", needs_data=True, kinds=["classification", "sequence"], outputs=[
-    Output("ensemble_test_acc", "accuracy of the seeds' averaged probabilities", unit="fraction"),
-    Output("ensemble_test_nll", "NLL of the seeds' averaged probabilities; lower = better", unit="nats"),
+    Output("ensemble_test_acc", "accuracy of the seeds' averaged probabilities", unit="fraction",
+           label="ensemble test accuracy"),
+    Output("ensemble_test_nll", "NLL of the seeds' averaged probabilities; lower = better", unit="nats",
+           label="ensemble test NLL"),
     Output("ensemble_acc_gain", "ensemble − mean seed accuracy; higher = the seeds err differently", unit="fraction",
-           signed=True),
+           signed=True, label="ensemble accuracy gain"),
     Output("ensemble_nll_gain", "mean seed NLL − ensemble NLL; higher = more gained", unit="nats",
-           signed=True),
+           signed=True, label="ensemble NLL gain"),
     Output("ensemble_disagreement", "fraction of test inputs two seeds label differently (pair mean)",
-           unit="fraction"),
+           unit="fraction", label="seed disagreement"),
 ])
 def ensemble_metric(*members: ModelInput) -> list[Value]:
     """The seeds of a cell as one ensemble (averaged probabilities) on the test split."""
@@ -72,9 +74,10 @@ def ensemble_metric(*members: ModelInput) -> list[Value]:
 
 # ----------------------------------------------------------------------------- averaging
 @register("average_epochs", scope="model", needs_data=True, kinds=["classification", "sequence"], outputs=[
-    Output("average_epochs_test_acc", "accuracy of the uniform average of the last k checkpoints", unit="fraction"),
+    Output("average_epochs_test_acc", "accuracy of the uniform average of the last k checkpoints", unit="fraction",
+           label="test accuracy of the epoch average"),
     Output("average_epochs_acc_delta", "averaged − final model accuracy; higher = averaging helps", unit="fraction",
-           signed=True),
+           signed=True, label="accuracy change by averaging epochs"),
 ])
 def average_epochs(m: ModelInput, *, k: int = 3) -> list[Value]:
     """The uniform average of the model's last k stored checkpoints up to this epoch (PTMZ: the last 5
@@ -93,7 +96,7 @@ def average_epochs(m: ModelInput, *, k: int = 3) -> list[Value]:
 
 @register("average_seeds", scope="pair", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("average_seeds_acc_delta", "accuracy of the plain weight average − mean of the two seeds'",
-           unit="fraction", signed=True),
+           unit="fraction", signed=True, label="accuracy change by averaging seeds"),
 ])
 def average_seeds(a: ModelInput, b: ModelInput) -> list[Value]:
     """The plain average of two seeds' weights (no alignment), against their mean accuracy."""
@@ -105,13 +108,13 @@ def average_seeds(a: ModelInput, b: ModelInput) -> list[Value]:
 @register("average_aligned", scope="pair", needs_data=True, applies=is_stack, kinds=["classification"],
           outputs=[
     Output("average_aligned_acc_delta", "accuracy of the average after weight matching − mean of the seeds'",
-           unit="fraction", signed=True),
+           unit="fraction", signed=True, label="accuracy change by averaging aligned seeds"),
     Output("average_aligned_mc", "mc on the straight line after alignment (points): < 0 barrier, ≈ 0 connected",
-           unit="% points", signed=True),
+           unit="% points", signed=True, label="mc after alignment (straight line)"),
     Output("average_aligned_path_loss", "training loss along the line between aligned seeds", coord="t",
-           unit="nats"),
+           unit="nats", label="training loss between aligned seeds"),
     Output("average_aligned_path_error", "training error (%) along the line between aligned seeds", coord="t",
-           unit="%"),
+           unit="%", label="training error between aligned seeds"),
 ])
 def average_aligned(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[Value]:
     """Git Re-Basin (Ainsworth et al. 2023): b's hidden units permuted to match a (weight matching), then
@@ -137,9 +140,9 @@ def average_aligned(a: ModelInput, b: ModelInput, *, points: int = 11) -> list[V
 # ----------------------------------------------------------------------------- transfer
 @register("transfer", scope="model", needs_data=True, kinds=["classification"], outputs=[
     Output("transfer_probe_test_acc", "target-task accuracy of a new head trained on frozen features",
-           unit="fraction"),
+           unit="fraction", label="transfer accuracy (linear probe)"),
     Output("transfer_finetune_test_acc", "target-task accuracy after fine-tuning every weight (new head)",
-           unit="fraction"),
+           unit="fraction", label="transfer accuracy (fine-tuned)"),
 ])
 def transfer(m: ModelInput, *, target: str = "mnist1d_shift", n_train: int = 500, probe_epochs: int = 50,
              finetune_epochs: int = 20, lr: float = 0.02, batch_size: int = 50, seed: int = 0) -> list[Value]:
@@ -165,13 +168,17 @@ def transfer(m: ModelInput, *, target: str = "mnist1d_shift", n_train: int = 500
 # ----------------------------------------------------------------------------- pruning
 @register("prune", scope="model", needs_data=True, kinds=["classification", "sequence"], outputs=[
     Output("prune_test_acc", "accuracy after global magnitude pruning (coord = sparsity)", coord="sparsity",
-           unit="fraction"),
-    Output("prune_retained", "pruned / unpruned accuracy (coord = sparsity)", coord="sparsity"),
+           unit="fraction", label="test accuracy after pruning"),
+    Output("prune_retained", "pruned / unpruned accuracy (coord = sparsity)", coord="sparsity",
+           label="accuracy retained after pruning"),
     Output("prune_ft_test_acc", "accuracy after pruning and a short fine-tune (coord = sparsity)",
-           coord="sparsity", unit="fraction"),
-    Output("prune_ft_retained", "pruned-and-fine-tuned / unpruned accuracy (coord = sparsity)", coord="sparsity"),
-    Output("prune_retained_90", "accuracy retained at 90 % sparsity; higher = prunes better"),
-    Output("prune_ft_retained_90", "accuracy retained at 90 % sparsity after the short fine-tune"),
+           coord="sparsity", unit="fraction", label="test accuracy after pruning and fine-tuning"),
+    Output("prune_ft_retained", "pruned-and-fine-tuned / unpruned accuracy (coord = sparsity)", coord="sparsity",
+           label="accuracy retained after pruning and fine-tuning"),
+    Output("prune_retained_90", "accuracy retained at 90 % sparsity; higher = prunes better",
+           label="accuracy retained at 90 % sparsity"),
+    Output("prune_ft_retained_90", "accuracy retained at 90 % sparsity after the short fine-tune",
+           label="accuracy retained at 90 % sparsity, fine-tuned"),
 ])
 def prune(m: ModelInput, *, sparsities: tuple[float, ...] = SPARSITIES, finetune_epochs: int = 2, lr: float = 0.01,
           batch_size: int = 64, seed: int = 0) -> list[Value]:

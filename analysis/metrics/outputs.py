@@ -81,8 +81,9 @@ class Output:
 
     @property
     def axis_title(self) -> str:
-        """Its human name with its unit, for an axis or a colour bar."""
-        return self.human + (f" [{self.unit}]" if self.unit else "")
+        """Its human name with its unit, for an axis or a colour bar (a fraction is drawn as a percentage)."""
+        unit = "%" if self.unit == "fraction" else self.unit
+        return self.human + (f" [{unit}]" if unit else "")
 
 
 def colour_scale(out: Output, cell_value: bool = True) -> ColourScale:

@@ -7,10 +7,13 @@ of the zoo exactly as the batched trainer pads them (data.training.train.stack_p
 wider one with its extra units switched off, so padded models share one space. PCA (scikit-learn) gives
 the linear view; UMAP (McInnes, Healy & Melville 2018; umap-learn) runs on the first 50 principal
 components, seeded. The result is written to <zoo>/embeddings.parquet; the dashboard never fits on a rerun.
+The share of the weights' variance along each of the first principal axes (EXPLAINED, per epoch) rides in
+that file's key-value metadata, so the embeddings table keeps its columns; a file written before it has none.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -18,16 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from data.cli import run_cli
-from data.zoo.paths import read_parquet  # a regular file of bounded size, never a FIFO
-from data.zoo.schema import EMBEDDINGS
+from data.zoo.paths import MAX_TABLE_BYTES, open_regular, read_parquet  # regular files of bounded size only
+from data.zoo.schema import EMBEDDINGS, Schema
 from data.zoo.store import Zoo, ZooError, atomic_write, writer_lock
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+# Per stored epoch, the fraction of the total variance of the (padded, flattened) weights along principal
+# component 1, 2, …, COMPONENTS (the fractions of all components sum to 1).
+EXPLAINED = Schema("explained_variance", {"epoch": pl.Int64, "component": pl.Int64, "fraction": pl.Float64})
+EXPLAINED_KEY = "phasezoo.explained_variance"  # the parquet metadata key of EXPLAINED's rows (JSON)
+COMPONENTS = 10
 
 
 def weights_only(state: dict) -> dict:
@@ -83,6 +93,15 @@ def embed(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     raise ValueError(f"unknown embedding method {method!r}; available: pca, umap")
 
 
+def explained_variance(features: np.ndarray, components: int = COMPONENTS) -> np.ndarray:
+    """[min(components, rank bound)] fractions of the total variance of `features` [models, features] along
+    its first principal axes, largest first (scikit-learn's explained_variance_ratio_)."""
+    centred = features - features.mean(axis=0)
+    var = np.linalg.svd(centred, compute_uv=False) ** 2  # singular values squared: variance per axis (× n − 1)
+    total = var.sum()
+    return (var / total if total > 0 else np.zeros_like(var))[:components]
+
+
 def embed_zoo(root: str | Path, epochs: Sequence[int] | None = None, methods: Sequence[str] = ("pca", "umap"),
               progress: bool = True) -> pl.DataFrame:
     zoo = Zoo.open(root)
@@ -91,22 +110,47 @@ def embed_zoo(root: str | Path, epochs: Sequence[int] | None = None, methods: Se
     missing = [e for e in epochs if e not in stored]
     if missing:
         raise ZooError(f"{zoo.name}: no checkpoints at epoch(s) {missing}; stored: {stored}")
-    frames = []
+    frames, explained = [], []
     for epoch in tqdm(epochs, desc=f"{zoo.name} embeddings", disable=not progress, file=sys.stderr):
         ids, features, _ = weight_matrix(zoo, epoch)
+        share = explained_variance(features)
+        explained.append(pl.DataFrame({"epoch": [epoch] * len(share), "component": range(1, len(share) + 1),
+                                       "fraction": share.astype(float)}, schema=EXPLAINED.columns))
         for method in methods:
             xy = embed(features, method)
             frames.append(pl.DataFrame({"model_id": ids, "epoch": [epoch] * len(ids), "method": [method] * len(ids),
                                         "x": xy[:, 0].astype(float), "y": xy[:, 1].astype(float)}))
     table = EMBEDDINGS.validate(pl.concat(frames).sort("method", "epoch", "model_id"))
+    metadata = {EXPLAINED_KEY: EXPLAINED.validate(pl.concat(explained)).write_json()}
     with writer_lock(zoo.root):
-        atomic_write(zoo.root / EMBEDDINGS_FILE, lambda tmp: table.write_parquet(tmp))
+        atomic_write(zoo.root / EMBEDDINGS_FILE, lambda tmp: table.write_parquet(tmp, metadata=metadata))
     return table
 
 
 def read_embeddings(root: str | Path) -> pl.DataFrame:
     path = Path(root) / EMBEDDINGS_FILE
     return EMBEDDINGS.validate(read_parquet(path)) if path.exists() else EMBEDDINGS.empty()
+
+
+def read_explained_variance(root: str | Path) -> pl.DataFrame:
+    """The EXPLAINED rows stored with the zoo's embeddings; empty without embeddings or from an older file."""
+    path = Path(root) / EMBEDDINGS_FILE
+    if not path.exists():
+        return EXPLAINED.empty()
+    with open_regular(path, MAX_TABLE_BYTES) as f:
+        stored = (pq.read_metadata(f).metadata or {}).get(EXPLAINED_KEY.encode())
+    if stored is None:
+        return EXPLAINED.empty()
+    return EXPLAINED.validate(pl.read_json(io.BytesIO(stored), schema=EXPLAINED.columns))
+
+
+def axis_titles(method: str, explained: pl.DataFrame, epoch: int) -> tuple[str, str]:
+    """The map's axis titles: "PC1 (41.7 % of variance)" from `explained` (EXPLAINED rows) for PCA — the bare
+    component when the file predates the stored variance — and "UMAP 1" (no units) for UMAP."""
+    if method != "pca":
+        return f"{method.upper()} 1", f"{method.upper()} 2"
+    share = dict(explained.filter(pl.col("epoch") == epoch).select("component", "fraction").iter_rows())
+    return tuple(f"PC{c}" + (f" ({100 * share[c]:.3g} % of variance)" if c in share else "") for c in (1, 2))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.studies.embed") -> int:

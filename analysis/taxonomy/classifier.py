@@ -163,6 +163,8 @@ def design(table: pl.DataFrame, features: Sequence[str] = FEATURES) -> np.ndarra
 
 @dataclass(frozen=True)
 class Validation:
+    """How well the classifier predicts models it never saw: its cross-validated figures (`validate`)."""
+
     scheme: str  # "leave-one-cell-out" or "held-out seed"
     n: int  # predictions (models × epochs)
     folds: int
@@ -170,6 +172,16 @@ class Validation:
     baseline: float  # accuracy of always predicting the most common phase
     labels: tuple[str, ...]
     confusion: tuple[tuple[int, ...], ...]  # rows: true phase, columns: predicted (in `labels` order)
+
+    def words(self) -> str:
+        """"held-out accuracy 0.81 (leave-one-cell-out, 64 folds, n = 384; always the most common phase: 0.38)"."""
+        return (f"held-out accuracy {self.accuracy:.2f} ({self.scheme}, {self.folds} folds, n = {self.n}; "
+                f"always the most common phase: {self.baseline:.2f})")
+
+    @classmethod
+    def from_dict(cls, d) -> Validation:
+        return cls(d["scheme"], d["n"], d["folds"], d["accuracy"], d["baseline"], tuple(d["labels"]),
+                   tuple(tuple(r) for r in d["confusion"]))
 
     def markdown(self) -> str:
         head = "| true \\ predicted | " + " | ".join(self.labels) + " | recall |"
@@ -180,16 +192,23 @@ class Validation:
         return "\n".join(rows)
 
 
-def validate(table: pl.DataFrame, scheme: str = "cell", estimator=None) -> Validation:
-    """Cross-validated predictions with whole cells (`cell`) or whole seeds (`seed`) held out."""
+def validate(table: pl.DataFrame, scheme: str = "cell", estimator=None,
+             features: Sequence[str] = FEATURES) -> Validation:
+    """Cross-validated predictions with whole cells (`cell`) or whole seeds (`seed`) held out, on `features`."""
     from sklearn.base import clone
     from sklearn.metrics import confusion_matrix
-    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+    from sklearn.model_selection import LeaveOneGroupOut
 
     groups = table["cell" if scheme == "cell" else "seed"].to_numpy()
     y = table["phase"].to_numpy()
-    pred = cross_val_predict(clone(estimator or make_classifier()), design(table), y, groups=groups,
-                             cv=LeaveOneGroupOut())
+    x = design(table, features)
+    pred = np.empty_like(y)
+    for train, held in LeaveOneGroupOut().split(x, y, groups):
+        seen = np.unique(y[train])
+        if len(seen) == 1:  # a small zoo: the other cells hold one phase; a fit needs two, the answer is that one
+            pred[held] = seen[0]
+        else:
+            pred[held] = clone(estimator or make_classifier()).fit(x[train], y[train]).predict(x[held])
     labels = tuple(sorted(set(y)))
     cm = confusion_matrix(y, pred, labels=list(labels))
     majority = max(labels, key=lambda lab: (y == lab).sum())

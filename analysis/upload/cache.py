@@ -17,7 +17,9 @@ from data.checkpoint.load import Checkpoint
 from data.tasks.builtin import cache_dir
 from data.zoo.store import Zoo, atomic_write
 
-VERSION = 3  # bump when the analysis or the report's form changes: cached reports are recomputed (3: typed)
+# bump when the analysis or the report's form changes: cached reports are recomputed (3: typed; 4: threshold
+# checks, knob estimates, the classifier's validation)
+VERSION = 4
 
 
 def key(ck: Checkpoint, zoos: Sequence[Zoo], given: Mapping, epoch: int | None, companions: set[str]) -> str:

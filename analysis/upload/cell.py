@@ -3,8 +3,9 @@
 In order of precedence: read off the weights (architecture parameters, analysis.upload.recognise), given
 by the user, those of the zoo model it is a copy of (`twin`, analysis.upload.placement), or estimated as the
 most common value among the zoo models of the same known knobs nearest in standardised fit and weight
-features (k = 5). The first three need no measurement, so the cell's task (its task-parameter knobs) is
-known before the upload's own metrics run, except where such a knob must itself be estimated.
+features (k = 5; a tie goes to the value whose nearest model is nearer), with every grid value it could have
+taken scored (`KnobEstimate`). The first three need no measurement, so the cell's task (its task-parameter
+knobs) is known before the upload's own metrics run, except where such a knob must itself be estimated.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import polars as pl
 from analysis.taxonomy.classifier import FEATURES, model_features
 from analysis.upload.measure import UPLOAD, rows_frame
 from analysis.upload.recognise import ZooMatch, nearest_value
-from analysis.upload.report import KnobValue
+from analysis.upload.report import Candidate, KnobEstimate, KnobValue
 from analysis.upload.zoo_side import training, zoo_state
 from data.zoo.spec import ZooSpec
 from data.zoo.store import Zoo
@@ -64,8 +65,16 @@ def complete(zoo: Zoo, epoch: int, cell: Mapping[str, KnobValue], own_rows: Call
     mu, sd = X.mean(0), X.std(0) + 1e-12
     d = np.linalg.norm((X - mu) / sd - (mine.select(usable).to_numpy().astype(float)[0] - mu) / sd, axis=1)
     near = table[np.argsort(d)[:ESTIMATE_K].tolist()]
+    scored = table.with_columns(distance=pl.Series(d))
+    known = ", ".join(f"{k}={v.grid}" for k, v in cell.items())
     out = dict(cell)
     for k in unknown:
-        counts = near.group_by(k).len().sort(["len", k], descending=[True, False])
-        out[k] = KnobValue(counts[k][0], counts[k][0], "estimated", tuple(near["model_id"].to_list()))
+        votes = dict(near.group_by(k).len().rows())
+        nearest = dict(scored.group_by(k).agg(pl.col("distance").min()).rows())
+        ranked = sorted(spec.grid[k], key=lambda v: (-votes.get(v, 0), nearest.get(v, np.inf)))
+        method = (f"the most common {k} among the {ESTIMATE_K} zoo models" + (f" of {known}" if known else "")
+                  + f" nearest in {len(usable)} standardised fit and weight features")
+        estimate = KnobEstimate(method, ESTIMATE_K, tuple(
+            Candidate(v, votes.get(v, 0), float(nearest[v]) if v in nearest else None, None, None) for v in ranked))
+        out[k] = KnobValue(ranked[0], ranked[0], "estimated", tuple(near["model_id"].to_list()), estimate)
     return out

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.taxonomy.cell_report import ThresholdCheck
+from analysis.taxonomy.classifier import Validation
 from analysis.taxonomy.phases import UNCLASSIFIED
 from analysis.upload.recognise import ZooMatch
 
@@ -81,22 +83,55 @@ class LayerStats:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One grid value an estimated knob could take: how the estimate scored it and what the rules would say
+    of the upload in that cell."""
+
+    value: object  # the knob's grid value
+    votes: int  # of the estimate's k nearest zoo models, those with this value
+    nearest: float | None  # distance to this value's nearest zoo model (standardised features); None: no model
+    zoo_phase: str | None  # that cell's own phase (its seeds, the zoo's default thresholds)
+    phase: str | None  # the rules on its own train loss and that cell's seed-pair mc and CKA (its would-be pairs)
+
+
+@dataclass(frozen=True)
+class KnobEstimate:
+    """How an unknown knob was estimated, and every value it could have taken."""
+
+    method: str  # in words
+    k: int
+    candidates: tuple[Candidate, ...]  # every grid value, most votes first, then nearest
+
+    @property
+    def confidence(self) -> float:
+        """The chosen value's share of the k votes."""
+        return self.candidates[0].votes / self.k if self.candidates and self.k else 0.0
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> KnobEstimate:
+        return cls(d["method"], d["k"], tuple(Candidate(**c) for c in d["candidates"]))
+
+
+@dataclass(frozen=True)
 class KnobValue:
     """One grid knob of the upload's cell: its value, the grid value it is compared at, and where it came
-    from ("weights", "given", "identical zoo model" or "estimated", then from which zoo models)."""
+    from ("weights", "given", "identical zoo model" or "estimated", then from which zoo models and how)."""
 
     value: object
     grid: object
     source: str
     estimated_from: tuple[str, ...] | None = None  # the nearest zoo models the estimate is their majority of
+    estimate: KnobEstimate | None = None
 
     def to_dict(self) -> dict:
         d = {"value": plain(self.value), "grid": plain(self.grid), "source": self.source}
-        return d | ({"from": list(self.estimated_from)} if self.estimated_from is not None else {})
+        d |= {"from": list(self.estimated_from)} if self.estimated_from is not None else {}
+        return d | ({"estimate": plain(self.estimate)} if self.estimate is not None else {})
 
     @classmethod
     def from_dict(cls, d: Mapping) -> KnobValue:
-        return cls(d["value"], d["grid"], d["source"], tuple(d["from"]) if "from" in d else None)
+        return cls(d["value"], d["grid"], d["source"], tuple(d["from"]) if "from" in d else None,
+                   KnobEstimate.from_dict(d["estimate"]) if "estimate" in d else None)
 
 
 @dataclass(frozen=True)
@@ -133,13 +168,23 @@ class RuleVerdict:
     tau_loss: float | None  # τ_L
     eps_mc: float | None  # ε (the barrier threshold is −ε)
     tau_cka: float | None  # τ_C
-    margin_loss: float | None  # decades above τ_L
-    margin_mc: float | None  # points above −ε
-    margin_cka: float | None  # above τ_C
-    near_boundary: bool | None
+    checks: tuple[ThresholdCheck, ...]  # train loss, mc, CKA against their thresholds: margin, phase across
     pairs_with: str | None  # "uploads", "zoo seeds", or None without pairs
     n_pairs: int
     provenance: Mapping[str, str]  # threshold -> where its value comes from
+
+    @property
+    def near(self) -> tuple[ThresholdCheck, ...]:
+        """The thresholds it is near (analysis.taxonomy.phases.NEAR), each with the phase across it."""
+        return tuple(c for c in self.checks if c.near)
+
+    @property
+    def near_boundary(self) -> bool:
+        return bool(self.near)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> RuleVerdict:
+        return cls(**{**d, "checks": tuple(ThresholdCheck(**c) for c in d["checks"])})
 
 
 @dataclass(frozen=True)
@@ -164,10 +209,36 @@ class ClassifierVerdict:
     extrapolating: bool
     outside: Mapping[str, FeatureRange]
     withheld: str | None  # why there is no answer
+    validation: Validation | None = None  # its held-out figures on the zoo (the features it uses)
+
+    @property
+    def runner_up(self) -> tuple[str, float] | None:
+        """The second most probable phase and its probability; None with fewer than two phases."""
+        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+        return ranked[1] if len(ranked) > 1 else None
+
+    def words(self) -> str:
+        """"IV-B 0.58, runner-up IV-A 0.31" (a plain probability, never a gain)."""
+        if self.phase is None:
+            return "none"
+        up = self.runner_up
+        return f"{self.phase} {self.probabilities[self.phase]:.2f}" + (f", runner-up {up[0]} {up[1]:.2f}" if up else "")
+
+    def to_dict(self) -> dict:
+        up = self.runner_up
+        return _fields(self) | {"runner_up": {"phase": up[0], "probability": up[1]} if up else None}
 
     @classmethod
-    def of(cls, out: Mapping) -> ClassifierVerdict:
-        return cls(**{**out, "outside": {f: FeatureRange(**r) for f, r in out["outside"].items()}})
+    def of(cls, out: Mapping, validation: Validation | None = None) -> ClassifierVerdict:
+        """From analysis.taxonomy.classifier.predict's answer, with the classifier's validation figures."""
+        return cls(**{**out, "outside": {f: FeatureRange(**r) for f, r in out["outside"].items()}},
+                   validation=validation)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ClassifierVerdict:
+        out = {k: v for k, v in d.items() if k not in ("runner_up", "validation")}
+        v = d.get("validation")
+        return cls.of(out, Validation.from_dict(v) if v is not None else None)
 
 
 @dataclass(frozen=True)
@@ -291,8 +362,8 @@ class Report:
             tuple(LayerStats.from_dict(x) for x in d["data_free"]), tuple(ZooMatch.from_dict(m) for m in d["matches"]),
             d["zoo"], d["epoch"], {k: KnobValue.from_dict(v) for k, v in d["cell"].items()},
             tuple(MetricRow(**m) for m in d["metrics"]), tuple(PairValue(**p) for p in d["pairs"]),
-            RuleVerdict(**d["rule"]) if d["rule"] is not None else None,
-            ClassifierVerdict.of(d["classifier"]) if d["classifier"] is not None else None,
+            RuleVerdict.from_dict(d["rule"]) if d["rule"] is not None else None,
+            ClassifierVerdict.from_dict(d["classifier"]) if d["classifier"] is not None else None,
             tuple(Evidence(**e) for e in d["evidence"]),
             Placement.from_dict(d["placement"]) if d["placement"] is not None else None,
             tuple(d["errors"]), d["seconds"])

@@ -11,11 +11,13 @@ task data at the zoo's last analysis epoch:
 1. its own metrics, as the zoo computed them (performance, weights, exact Hessian trace in this process;
    the Hessian's top eigenvalues, trace and spectral density on the training probe set in a worker);
 2. the knobs the weights do not reveal (batch size, learning rate…) from the user, else estimated from
-   the zoo models of the same load that are most alike in fit and weight statistics;
+   the zoo models of the same load that are most alike in fit and weight statistics — with the votes for
+   every value the knob could take and the rules' answer in each of those cells;
 3. CKA and mode connectivity (straight line and trained Bézier curve) against the seeds of its cell, or
    against each other when several uploads share one configuration (they then form a cell of their own);
-4. two verdicts: the taxonomy's rules with the zoo's thresholds (analysis.taxonomy.phases), and the learned
-   single-model classifier's phase probabilities (analysis.taxonomy.classifier);
+4. two verdicts: the taxonomy's rules with the zoo's thresholds (analysis.taxonomy.phases), each threshold's
+   margin and the phase across it (analysis.taxonomy.cell_report), and the learned single-model classifier's
+   phase probabilities with its held-out accuracy on the zoo (analysis.taxonomy.classifier);
 5. its place: the cell on the phase map, the zoo's PCA map (exact projection) and UMAP map (approximate:
    its nearest zoo models' positions), and its nearest zoo models in weight space.
 
@@ -30,7 +32,8 @@ quick metrics run once, on its cell's task: analysis.upload.measure), its partne
 slow jobs, and the verdicts (analysis.upload.verdicts). The results are typed (analysis.upload.report).
 
 Reports are cached by the file's SHA-256 (with the zoo's state and the options) under
-<cache>/reports/ (analysis.upload.cache); a run that stops half-way writes nothing.
+<cache>/reports/ (analysis.upload.cache); a run that stops half-way, or whose measurements failed, writes
+nothing.
 
 A zoo whose task is read from disk (an imported published zoo: CIFAR-10/100, SVHN, TinyImageNet; data.datasets)
 gives the full verdict when its data root — `--data-root`, else the zoo spec's `data_root`, else $PHASEZOO_DATA —
@@ -60,8 +63,8 @@ from analysis.upload.pairing import partners
 from analysis.upload.placement import placement
 from analysis.upload.pool import process_pool, upload_estimate
 from analysis.upload.recognise import ZooMatch, recognise
-from analysis.upload.report import LayerStats, Report, plain
-from analysis.upload.verdicts import Measured, classifier_verdict, evidence, rule_verdict
+from analysis.upload.report import KnobEstimate, LayerStats, Report, plain
+from analysis.upload.verdicts import Measured, classifier_verdict, evidence, rule_verdict, with_candidate_phases
 from analysis.upload.zoo_side import cell_phases, cells, zoo_state
 from data.checkpoint.load import Checkpoint, load_checkpoint, read_checkpoint
 from data.cli import run_cli
@@ -170,7 +173,7 @@ def analyse(files: Sequence, zoos: Sequence[Zoo] | None = None, *, given: Mappin
             results[i] = refusal(ck.name, caller.stage, e)
             continue
         report = dataclasses.replace(report, seconds=round(time.perf_counter() - t1 + (t1 - t0) / len(work), 2))
-        if cache:
+        if cache and not report.errors:  # a failed job (a worker that died, a broken pool) is retried next time
             report_cache.write(key, report)
         results[i] = report
     caller("done", 1.0)
@@ -244,7 +247,8 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     slow, job_errors, job_failed = measure_slow(executor, str(zoo.root), epoch, match.arch_params, me,
                                                 pairing.others, PAIRS, device, knobs, progress, root or None)
     measured = Measured.of(own.rows(knobs) + slow, job_errors, job_failed)
-    rule = rule_verdict(measured, spec, cell, th, pairing.pairs_with, len(pairing.others))
+    rule = rule_verdict(measured, spec, th, pairing.pairs_with, len(pairing.others))
+    cell = with_candidate_phases(cell, spec, table, th, measured.quantities.get("train_loss"))
     progress("classifier", 0.97)
     classifier, note = classifier_verdict(measured, zoo, n_params)
     return dataclasses.replace(
@@ -256,6 +260,15 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
 # ----------------------------------------------------------------------------- CLI
 def _fmt(v, spec: str = ".4g") -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _estimate_lines(knob: str, e: KnobEstimate) -> list[str]:
+    """An estimated knob: how, how sure, and the verdict at each value it could have taken."""
+    lines = [f"  {knob} estimated ({e.candidates[0].votes}/{e.k} votes): {e.method}"]
+    lines += [f"    {knob}={c.value}: {c.votes}/{e.k} votes, nearest zoo model {_fmt(c.nearest, '.3g')}; "
+              f"that cell is {c.zoo_phase or '—'}, the rules with its seeds' mc and CKA: {c.phase or '—'}"
+              for c in e.candidates if c.nearest is not None]
+    return lines
 
 
 def summary(r: Report | Refused) -> str:
@@ -272,20 +285,23 @@ def summary(r: Report | Refused) -> str:
         lines.append(f"  zoo: {m.zoo} ({m.arch} {dict(m.arch_params)}), compared at epoch {r.epoch}")
         lines.append("  cell: " + ", ".join(f"{k}={v.value}" + (f" (grid {v.grid})" if v.grid != v.value else "")
                                             + f" [{v.source}]" for k, v in r.cell.items()))
+        for k, v in r.cell.items():
+            if v.estimate is not None:
+                lines += _estimate_lines(k, v.estimate)
         ru, cl = r.rule, r.classifier
         if ru is not None:
             lines.append(f"  PHASE (taxonomy rules): {ru.phase}" + (f" — {ru.reason}" if ru.reason else "")
-                         + ("  (near a threshold)" if ru.near_boundary else ""))
-            lines.append(f"    train loss {_fmt(ru.train_loss)} vs τ_L {_fmt(ru.tau_loss)} nats; "
-                         f"mc {_fmt(ru.mc)} vs −ε {_fmt(-ru.eps_mc if ru.eps_mc else None)} points; "
-                         f"CKA {_fmt(ru.cka)} vs τ_C {_fmt(ru.tau_cka)}  "
-                         f"({ru.n_pairs} pair(s) with {ru.pairs_with or 'nothing'})")
+                         + (f"  (near {', '.join(c.symbol for c in ru.near)})" if ru.near else ""))
+            lines.append(f"    ({ru.n_pairs} pair(s) with {ru.pairs_with or 'nothing'}; the zoo's default thresholds)")
+            lines += [f"    {'near: ' if c.near else ''}{c.sentence()}" for c in ru.checks]
         if cl is not None and cl.withheld:
             lines.append(f"  PHASE (classifier): none — {cl.withheld}")
         elif cl is not None:
             probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cl.probabilities.items(), key=lambda kv: -kv[1]))
-            lines.append(f"  PHASE (classifier, {len(cl.features)} single-model features): {cl.phase}  [{probs}]"
+            lines.append(f"  PHASE (classifier, {len(cl.features)} single-model features): {cl.words()}  [{probs}]"
                          + ("  (extrapolating: unlike every zoo model)" if cl.extrapolating else ""))
+        if cl is not None and cl.validation is not None:
+            lines.append(f"    classifier validated on the zoo: {cl.validation.words()}")
         for e in r.evidence:
             lines.append(f"    {e.quantity:14s} {_fmt(e.value):>10s}  threshold {_fmt(e.threshold):>8s}  "
                          f"zoo cells {_fmt(e.zoo_min)} … {_fmt(e.zoo_median)} … {_fmt(e.zoo_max)}"

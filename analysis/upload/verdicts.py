@@ -8,13 +8,14 @@ lack, and the classifier withholds its answer (its features would otherwise be i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
+from analysis.taxonomy.cell_report import evidence as threshold_evidence
 from analysis.taxonomy.cells import CELL_QUANTITIES, QUANTITIES, unit_values
 from analysis.taxonomy.classifier import FEATURES, model_features, predict
-from analysis.taxonomy.phases import NEEDED, UNCLASSIFIED, Thresholds, classify
+from analysis.taxonomy.phases import NEEDED, UNCLASSIFIED, Thresholds, classify, label
 from analysis.upload import zoo_side
 from analysis.upload.measure import UPLOAD, rows_frame
 from analysis.upload.report import ClassifierVerdict, Evidence, KnobValue, MetricRow, PairValue, RuleVerdict
@@ -64,23 +65,40 @@ class Measured:
         return tuple(PairValue(r["other_id"], r["metric"], r["value"]) for r in rows)
 
 
-def rule_verdict(m: Measured, spec: ZooSpec, cell: Mapping[str, KnobValue], th: Thresholds,
-                 pairs_with: str | None, n_pairs: int) -> RuleVerdict:
-    """The taxonomy's rules on its quantities at its cell, as one cell of its own."""
+def rule_verdict(m: Measured, spec: ZooSpec, th: Thresholds, pairs_with: str | None, n_pairs: int) -> RuleVerdict:
+    """The taxonomy's rules on its quantities, as one cell of its own, with each threshold's check."""
     q = m.quantities
-    one = pl.DataFrame({spec.load.knob: [cell[spec.load.knob].grid], spec.temperature.knob:
-                        [cell[spec.temperature.knob].grid], **{k: [q.get(k)] for k in (*NEEDED, "hessian_trace")}},
-                       schema_overrides={k: pl.Float64 for k in (*NEEDED, "hessian_trace")})
-    ruled = classify(one, th).row(0, named=True)
+    ruled = threshold_evidence(q, th, spec.task)
     reason = None
-    if ruled["phase"] == UNCLASSIFIED:
+    if ruled.phase == UNCLASSIFIED:
         lacking = [k for k in NEEDED if q.get(k) is None]
         reason = f"lacks {', '.join(lacking)}" if lacking else "a threshold is undefined for this zoo"
         if m.failed:
             reason += f" (its {', '.join(m.failed)} could not be measured: non-finite or failed)"
-    return RuleVerdict(ruled["phase"], reason, q.get("train_loss"), q.get("mc"), q.get("cka"), q.get("mc_linear"),
-                       th.train_loss, th.mc, th.cka, ruled["margin_loss"], ruled["margin_mc"], ruled["margin_cka"],
-                       ruled["near_boundary"], pairs_with, n_pairs, dict(th.provenance))
+    return RuleVerdict(ruled.phase, reason, q.get("train_loss"), q.get("mc"), q.get("cka"), q.get("mc_linear"),
+                       th.train_loss, th.mc, th.cka, ruled.checks, pairs_with, n_pairs, dict(th.provenance))
+
+
+def with_candidate_phases(cell: Mapping[str, KnobValue], spec: ZooSpec, cells: pl.DataFrame, th: Thresholds,
+                          train_loss: float | None) -> dict[str, KnobValue]:
+    """`cell` with each estimated knob's candidates given their phases: the candidate cell's own (its seeds,
+    thresholds `th`), and the rules on the upload's own train loss with that cell's seed-pair mc and CKA — what
+    its rule verdict would be, were it paired there and as connected and similar as that cell's seeds are."""
+    labelled = classify(cells, th)
+    axes = (spec.load.knob, spec.temperature.knob)
+    out = dict(cell)
+    for k, v in cell.items():
+        if v.estimate is None:
+            continue
+        candidates = []
+        for c in v.estimate.candidates:
+            at = {**{a: cell[a].grid for a in axes}, k: c.value}
+            row = labelled.filter(pl.col(axes[0]) == at[axes[0]], pl.col(axes[1]) == at[axes[1]])
+            r = row.row(0, named=True) if row.height else None
+            there = label(train_loss, r["mc"], r["cka"], th) if r is not None else None
+            candidates.append(replace(c, zoo_phase=r["phase"] if r is not None else None, phase=there))
+        out[k] = replace(v, estimate=replace(v.estimate, candidates=tuple(candidates)))
+    return out
 
 
 def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[ClassifierVerdict, str | None]:
@@ -90,7 +108,8 @@ def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[Classifier
     feats = model_features(m.own, {UPLOAD: n_params})
     table = zoo_side.training(state)
     used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
-    c = ClassifierVerdict.of(predict(zoo_side.classifier(state, used), {f: feats[f][0] for f in used}, m.failed))
+    answer = predict(zoo_side.classifier(state, used), {f: feats[f][0] for f in used}, m.failed)
+    c = ClassifierVerdict.of(answer, zoo_side.validation(state, used) if used else None)
     if c.withheld:
         return c, f"no classifier verdict: {c.withheld}"
     if c.extrapolating:

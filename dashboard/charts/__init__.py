@@ -6,6 +6,7 @@ Plotly figure out (no Streamlit). Colour scales, units and names come from the d
   curves.py         spectral densities, training curves, mean curves per phase
   scatter.py        the weight-space map and the upload's star
   distributions.py  per-phase boxes and bars, phase probabilities, an upload's evidence against the zoo
+  style.py          the palettes (phases; every other series), frames, log and percentage formats
 """
 from dashboard.charts.curves import density_chart, line_chart, phase_curves
 from dashboard.charts.distributions import (
@@ -16,10 +17,10 @@ from dashboard.charts.distributions import (
                                             phase_probabilities,
                                             zoo_boxes,
 )
-from dashboard.charts.grid import axis_orders, grid_heatmap, phase_map, similarity_matrix
+from dashboard.charts.grid import axis_orders, axis_titles, grid_heatmap, phase_map, similarity_matrix
 from dashboard.charts.scatter import mark, weight_space
-from dashboard.charts.style import PHASE_COLOURS
+from dashboard.charts.style import PHASE_COLOURS, SERIES_COLOURS, series_colours
 
-__all__ = ["PHASE_COLOURS", "axis_orders", "density_chart", "ensemble_bars", "evidence_strip", "grid_heatmap",
-           "line_chart", "mark", "phase_boxes", "phase_curves", "phase_fractions", "phase_map",
-           "phase_probabilities", "similarity_matrix", "weight_space", "zoo_boxes"]
+__all__ = ["PHASE_COLOURS", "SERIES_COLOURS", "axis_orders", "axis_titles", "density_chart", "ensemble_bars",
+           "evidence_strip", "grid_heatmap", "line_chart", "mark", "phase_boxes", "phase_curves", "phase_fractions", "phase_map",
+           "phase_probabilities", "series_colours", "similarity_matrix", "weight_space", "zoo_boxes"]

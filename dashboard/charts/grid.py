@@ -9,37 +9,65 @@ import polars as pl
 
 from analysis.metrics.outputs import SEQUENTIAL, ColourScale
 from analysis.taxonomy.cells import QUANTITIES
-from dashboard.charts.style import PHASE_COLOURS, framed, log_colours
+from dashboard.charts.style import (
+    NEUTRAL,
+    PHASE_COLOURS,
+    SELECTABLE,
+    axis_format,
+    framed,
+    hover_format,
+    log_colours,
+)
 from data.zoo.spec import ZooSpec
 
+CELL_TEXT = 13  # px: the phase written in each cell, legible at the default size
 
-def axis_orders(spec: ZooSpec) -> tuple[list, list]:
-    """Knob values in display order: x with capacity growing to the right (load falling), y listed
-    bottom-to-top with temperature rising, so the hottest row is on top (the papers' convention)."""
-    x = sorted(spec.grid[spec.load.knob], reverse=spec.load.increases)
+
+def axis_orders(spec: ZooSpec, load_right: bool = False) -> tuple[list, list]:
+    """Knob values in display order: x with load falling to the right (capacity growing, the zoo papers'
+    convention) or, `load_right`, rising (Yang et al.'s schematic); y listed bottom-to-top with temperature
+    rising, so the hottest row is on top."""
+    x = sorted(spec.grid[spec.load.knob], reverse=spec.load.increases != load_right)
     y = sorted(spec.grid[spec.temperature.knob], reverse=not spec.temperature.increases)
     return x, y
 
 
-def _grid_axes(fig: go.Figure, spec: ZooSpec) -> go.Figure:
-    fig.update_xaxes(title=f"{spec.load.knob}  (capacity →)", type="category")
-    fig.update_yaxes(title=f"{spec.temperature.knob}  (hotter ↑)", type="category")
+def _trend(shown: list, increases: bool) -> str:
+    """Whether the physical quantity rises or falls along knob values in display order."""
+    return "rises" if (shown[-1] > shown[0]) == increases else "falls"
+
+
+def axis_titles(spec: ZooSpec, load_right: bool = False) -> tuple[str, str]:
+    """The grid's axis titles: each knob with what it does to load or temperature in the display order,
+    e.g. "width — load falls →", "batch_size — temperature rises ↑" (a one-value knob has no direction)."""
+    (xs, ys), load, temp = axis_orders(spec, load_right), spec.load, spec.temperature
+    x = f"{load.knob} — load {_trend(xs, load.increases)} →" if len(xs) > 1 else f"{load.knob} (load)"
+    y = f"{temp.knob} — temperature {_trend(ys, temp.increases)} ↑" if len(ys) > 1 else f"{temp.knob} (temperature)"
+    return x, y
+
+
+def _grid_axes(fig: go.Figure, spec: ZooSpec, load_right: bool) -> go.Figure:
+    x, y = axis_titles(spec, load_right)
+    fig.update_xaxes(title=x, type="category")
+    fig.update_yaxes(title=y, type="category")
     return fig
 
 
 def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, title: str = "",
                  scale: ColourScale = SEQUENTIAL, fixed: bool = False, hover_label: str = "value",
-                 colour_title: str = "", labels: pl.DataFrame | None = None) -> go.Figure:
+                 colour_title: str = "", labels: pl.DataFrame | None = None, unit: str = "",
+                 load_right: bool = False) -> go.Figure:
     """Heatmap of `cells[value]` over the load × temperature grid; empty cells stay blank.
 
     Knob values are categorical on the axes: the grids are geometric, so equal steps are log spacing.
     `scale` is the quantity's declared colour scale (analysis.metrics.outputs.colour_scale): a log scale
     colours by log10 of the value while the hover shows the value itself, a diverging one is centred at its
-    `zmid`; `fixed` spans the scale's `bounds` (e.g. 0–1) instead of the data's range. `labels` (the knob
-    columns and `phase`) writes each cell's phase over it.
+    `zmid`; `fixed` spans the scale's `bounds` (e.g. 0–1) instead of the data's range. `unit` is the value's
+    declared unit ("fraction": colour bar and hover in %). The colour bar is titled `colour_title` (else
+    `hover_label`). `labels` (the knob columns and `phase`) writes each cell's phase over it.
     """
     xk, yk = spec.load.knob, spec.temperature.knob
-    xs, ys = axis_orders(spec)
+    xs, ys = axis_orders(spec, load_right)
     z = np.full((len(ys), len(xs)), np.nan)
     n = np.zeros((len(ys), len(xs)), dtype=int)
     xi, yi = {v: i for i, v in enumerate(xs)}, {v: i for i, v in enumerate(ys)}
@@ -49,9 +77,8 @@ def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, tit
         if row[xk] in xi and row[yk] in yi and row[value] is not None and math.isfinite(row[value]):
             z[yi[row[yk]], xi[row[xk]]] = row[value]
             n[yi[row[yk]], xi[row[xk]]] = row["n_seeds"] if has_n else 1
-    shown, colorbar = log_colours(z) if scale.log else (z, {})
-    if colour_title:
-        colorbar["title"] = colour_title
+    shown, colorbar = log_colours(z) if scale.log else (z, axis_format(unit))
+    colorbar["title"] = colour_title or hover_label
     zrange = scale.bounds if fixed else None
     text = np.full(z.shape, "", dtype=object)
     if labels is not None:
@@ -61,19 +88,22 @@ def grid_heatmap(cells: pl.DataFrame, spec: ZooSpec, value: str = "mean", *, tit
     fig = go.Figure(go.Heatmap(
         z=shown, x=[str(v) for v in xs], y=[str(v) for v in ys], colorscale=scale.colours, zmid=scale.zmid,
         customdata=np.dstack([z, n]), zmin=zrange[0] if zrange else None, zmax=zrange[1] if zrange else None,
-        colorbar=colorbar, text=text, texttemplate="%{text}",
-        hovertemplate=f"{xk}=%{{x}}<br>{yk}=%{{y}}<br>{hover_label}=%{{customdata[0]:.4g}}"
+        colorbar=colorbar, text=text, texttemplate="%{text}", textfont=dict(size=CELL_TEXT),
+        hovertemplate=f"{xk}=%{{x}}<br>{yk}=%{{y}}<br>{hover_label}=%{{customdata[0]:{hover_format(unit)}}}"
                       "<br>seeds=%{customdata[1]}<extra></extra>"))
-    return _grid_axes(framed(fig, title, 420), spec)
+    return _grid_axes(framed(fig, title, 420), spec, load_right)
 
 
-def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact: bool = False) -> go.Figure:
-    """Categorical heatmap of the phase labels over the grid; hover shows each metric and its margin.
+def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact: bool = False,
+              load_right: bool = False) -> go.Figure:
+    """Categorical heatmap of the phase labels over the grid, each cell's phase written in it; hover shows
+    each metric and its margin.
 
-    A cell near a threshold is marked with '·' in its centre. `compact`: smaller, without the colour bar
-    (several maps side by side)."""
+    The legend names the phases present (in the taxonomy's order) and "near a threshold", the ring drawn
+    on such cells. `compact`: smaller, without the legend and with short title lines (several maps side by
+    side; the cells are labelled). Box and lasso select cells (a group), a click one cell."""
     xk, yk = spec.load.knob, spec.temperature.knob
-    xs, ys = axis_orders(spec)
+    xs, ys = axis_orders(spec, load_right)
     names = list(PHASE_COLOURS)
     z = np.full((len(ys), len(xs)), np.nan)
     text = np.full((len(ys), len(xs)), "", dtype=object)
@@ -83,38 +113,64 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact
     # the rule's quantities by their declared names; the loss margin is in decades (log10 of the ratio to τ_L)
     loss, mc, cka, acc = (QUANTITIES[q] for q in ("train_loss", "mc", "cka", "test_acc"))
     mc_unit = mc.unit(spec.task)
+    near = []
     for r in labelled.iter_rows(named=True):
         i, j = yi.get(r[yk]), xi.get(r[xk])
         if i is None or j is None:
             continue
         z[i, j] = names.index(r["phase"])
-        text[i, j] = r["phase"] + (" ·" if r["near_boundary"] else "")
-        hover[i, j] = (f"<b>{r['phase']}</b>  {xk}={r[xk]}, {yk}={r[yk]}<br>"
+        text[i, j] = r["phase"]
+        hover[i, j] = (f"<b>{r['phase']}</b>  {xk}={r[xk]}, {yk}={r[yk]}"
+                       f"{' (near a threshold)' if r['near_boundary'] else ''}<br>"
                        f"{loss.label} {fmt(r['train_loss'])} (margin {fmt(r['margin_loss'])} decades)<br>"
                        f"{mc.label} {fmt(r['mc'])} (margin {fmt(r['margin_mc'])} {mc_unit})<br>"
                        f"{cka.label} {fmt(r['cka'])} (margin {fmt(r['margin_cka'])})<br>"
                        f"{acc.label} {fmt(r.get('test_acc'))}")
+        if r["near_boundary"]:
+            near.append((str(r[xk]), str(r[yk]), hover[i, j]))
     k = len(names)
     scale = [[edge, PHASE_COLOURS[n]] for idx, n in enumerate(names) for edge in (idx / k, (idx + 1) / k)]
     fig = go.Figure(go.Heatmap(z=z, x=[str(v) for v in xs], y=[str(v) for v in ys], zmin=-0.5, zmax=k - 0.5,
                                colorscale=scale, text=text, texttemplate="%{text}", customdata=hover,
-                               hovertemplate="%{customdata}<extra></extra>", showscale=not compact,
-                               colorbar=dict(tickvals=list(range(k)), ticktext=names, title="phase")))
+                               textfont=dict(size=CELL_TEXT), xgap=1, ygap=1,
+                               hovertemplate="%{customdata}<extra></extra>", showscale=False))
     # Heatmaps emit no selection events: an invisible marker per cell makes a click select the cell.
     # It carries the cells' hover text too, since near a cell's centre it is the marker that is hovered.
     cells = [(str(x), str(y), hover[i, j]) for i, y in enumerate(ys) for j, x in enumerate(xs)]
-    fig.add_trace(go.Scatter(x=[c[0] for c in cells], y=[c[1] for c in cells], customdata=[c[2] for c in cells],
-                             mode="markers", marker=dict(size=24, opacity=0.01), showlegend=False,
-                             hovertemplate="%{customdata}<extra></extra>"))
-    side_by_side = dict(showlegend=False) if compact else {}
-    framed(fig, title, 380 if compact else 460, clickmode="event+select", **side_by_side)
-    return _grid_axes(fig, spec)
+    fig.add_trace(_cell_markers(cells, dict(size=24, opacity=0.01), showlegend=False))
+    # The ring on a cell near a threshold is white: it always lies on a phase colour, and each has a contrast
+    # ≥ 3 with white (the palette's test). Its legend entry, on the page background, is a grey ring.
+    fig.add_trace(_cell_markers(near, dict(symbol="circle-open", size=34, color="#ffffff", line_width=3),
+                                showlegend=False, legendgroup="near"))
+    present = [p for p in names if (z == names.index(p)).any()]
+    for p in present:
+        fig.add_trace(_legend_entry(p, dict(symbol="square", size=14, color=PHASE_COLOURS[p])))
+    if near:
+        fig.add_trace(_legend_entry("near a threshold", dict(symbol="circle-open", size=14, color=NEUTRAL,
+                                                             line_width=3), legendgroup="near"))
+    framed(fig, title, 380 if compact else 460, title_chars=32 if compact else 70, showlegend=not compact,
+           legend=dict(title_text="phase", itemclick=False, itemdoubleclick=False), **SELECTABLE)
+    return _grid_axes(fig, spec, load_right)
+
+
+def _cell_markers(cells: list[tuple[str, str, str]], marker: dict, **kw) -> go.Scatter:
+    """Markers at cell centres (x, y as category strings) hovering the cells' text."""
+    return go.Scatter(x=[c[0] for c in cells], y=[c[1] for c in cells], customdata=[c[2] for c in cells],
+                      mode="markers", marker=marker, hovertemplate="%{customdata}<extra></extra>", **kw)
+
+
+def _legend_entry(name: str, marker: dict, **kw) -> go.Scatter:
+    """A legend item with nothing drawn: a categorical legend where the figure's colours are a heatmap's."""
+    return go.Scatter(x=[None], y=[None], mode="markers", marker=marker, name=name, showlegend=True,
+                      hoverinfo="skip", **kw)
 
 
 def similarity_matrix(matrix: np.ndarray, names: list[str], *, title: str,
-                      scale: ColourScale = SEQUENTIAL) -> go.Figure:
-    """A symmetric seed × seed matrix (e.g. CKA) with each entry written in its cell, on the scale's bounds."""
+                      scale: ColourScale = SEQUENTIAL, colour_title: str = "") -> go.Figure:
+    """A symmetric seed × seed matrix (e.g. CKA) with each entry written in its cell, on the scale's bounds;
+    the colour bar is titled `colour_title` (else the chart's title)."""
     lo, hi = scale.bounds or (None, None)
     fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=lo, zmax=hi, colorscale=scale.colours,
-                               zmid=scale.zmid, texttemplate="%{z:.2f}"))
+                               zmid=scale.zmid, texttemplate="%{z:.2f}", textfont=dict(size=CELL_TEXT),
+                               colorbar=dict(title=colour_title or title)))
     return framed(fig, title, 320)

@@ -1,24 +1,57 @@
-"""Compare zoos: the same taxonomy across zoos side by side — their phase maps in one row, the fraction of
-each grid in each phase, and a metric's per-phase distribution in every zoo (one point per cell)."""
+"""Compare zoos: the same taxonomy across zoos side by side — their phase maps (two to a row, so each keeps
+its ticks and title), the fraction of each grid in each phase, and a metric's per-phase distribution in every
+zoo (one point per cell)."""
 
 from pathlib import Path
 
 import polars as pl
 import streamlit as st
 
+from analysis.studies.by_phase import phase_shares, with_phase
 from analysis.taxonomy.cells import metric_cells, scalar_metrics
-from analysis.taxonomy.phases import classify, default_thresholds, phase_counts
+from analysis.taxonomy.phases import classify, default_thresholds
 from dashboard.charts import phase_fractions, phase_map, zoo_boxes
+from dashboard.glossary import link
+from dashboard.notebook import Slice
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
-from dashboard.widgets import chart, declared, image_config
+from dashboard.widgets import chart, declared, helptext, load_right, metric_name
 from data.zoo.store import ZooError, builtin_zoos
+
+# the "copy as Python" lines after loading one zoo's metrics rows at its epoch into `frame`
+LABELLED = ("from analysis.studies.by_phase import labelled_cells\nfrom data.zoo.store import Zoo\n"
+            "zoo = Zoo.open({root!r})\nlabelled = labelled_cells(frame, zoo.catalog, zoo.spec, {epoch!r})\n")
+MAP = LABELLED + "frame = labelled"
+SHARES = LABELLED + "from analysis.studies.by_phase import phase_shares\nframe = phase_shares(labelled, zoo.name)"
+VALUES = LABELLED + ("from analysis.metrics.outputs import Aggregate\n"
+                     "from analysis.studies.by_phase import with_phase\n"
+                     "from analysis.taxonomy.cells import metric_cells\n"
+                     "values = metric_cells(frame, zoo.catalog, zoo.spec, {epoch!r}, {metric!r}, {split!r}, {coord!r},"
+                     " aggregate=Aggregate({aggregate!r}))\n"
+                     "frame = with_phase(values, labelled, zoo.spec).with_columns(zoo=pl.lit(zoo.name))")
+
+
+def per_zoo_sources(title: str, slices: list[tuple[str, Slice]]) -> None:
+    """A chart over several zoos: the Python that loads each zoo's rows of it (their union is the chart's
+    table; one snippet per zoo, since each reads its own directory)."""
+    with st.expander(f"Copy as Python: {title}, one snippet per zoo", icon=":material/code:"):
+        for name, source in slices:
+            st.markdown(f"**{name}**")
+            st.code(source.code(), language="python")
+
+
+def at_epoch(zoo, epoch: int, then: str) -> Slice:
+    """The slice of `zoo`'s metrics at `epoch` (every quantity the labels need) followed by `then`."""
+    return Slice.of(zoo.root, "metrics", {"epoch": epoch}, then=then)
+
 
 current = current_zoo()
 st.title("Compare zoos")
 known = {p.resolve(): p for p in builtin_zoos()}
 known.setdefault(current.root.resolve(), current.root)
 names = {str(p): load_zoo(p).name for p in known.values()}
-chosen = st.multiselect("Zoos", list(names), default=list(names), format_func=names.get, key="compare_zoos")
+chosen = st.multiselect("Zoos", list(names), default=list(names), format_func=names.get, key="compare_zoos",
+                        help=helptext("Each zoo is drawn at its last analysis epoch with its own default "
+                                      "thresholds.", "phase", "load", "temperature"))
 extra = st.text_input("More zoo directories (comma-separated)", key="compare_extra", placeholder="/path/a, /path/b")
 paths = chosen + [p.strip() for p in extra.split(",") if p.strip()]
 
@@ -38,17 +71,23 @@ for path in paths:
 if not zoos:
     st.warning("None of the chosen zoos has phase labels to compare.")
     st.stop()
+st.caption(f"Each zoo at its last analysis epoch, labelled with its own default thresholds ({link('phase')}, "
+           f"{link('tau-l')}, {link('epsilon')}, {link('tau-c')}). A white ring marks a cell near a threshold "
+           f"({link('margin')}); the phase colours are those of the bars below.")
 
-cols = st.columns(len(zoos))
-for col, (zoo, epoch, labelled) in zip(cols, zoos):
-    fig = phase_map(labelled, zoo.spec, title=f"{zoo.name}, epoch {epoch}", compact=True)
-    col.plotly_chart(fig, key=f"compare_map_{zoo.root}", config=image_config(f"compare_{zoo.name}"))
-    col.caption(f"{zoo.spec.arch} on {zoo.spec.task}; load = {zoo.spec.load.knob}, "
-                f"temperature = {zoo.spec.temperature.knob}")
 
-counts = pl.concat([phase_counts(lab).select("phase", "cells", "fraction").with_columns(zoo=pl.lit(zoo.name))
-                    for zoo, _, lab in zoos])
+for row in range(0, len(zoos), 2):  # two maps to a row: each keeps its tick labels and its full title
+    for col, (i, (zoo, epoch, labelled)) in zip(st.columns(2), enumerate(zoos[row:row + 2], start=row)):
+        fig = phase_map(labelled, zoo.spec, title=f"{zoo.name}, epoch {epoch}", compact=True, load_right=load_right())
+        chart(fig, labelled, f"compare_map_{i}_{zoo.name}", col,
+              source=at_epoch(zoo, epoch, MAP.format(root=str(zoo.root), epoch=epoch)))
+        col.caption(f"{zoo.spec.arch} on {zoo.spec.task}; load = {zoo.spec.load.knob}, "
+                    f"temperature = {zoo.spec.temperature.knob}")
+
+counts = pl.concat([phase_shares(lab, zoo.name) for zoo, _, lab in zoos])
 chart(phase_fractions(counts, title="Fraction of each grid in each phase"), counts, "compare_fractions")
+per_zoo_sources("the fractions", [(zoo.name, at_epoch(zoo, epoch, SHARES.format(root=str(zoo.root), epoch=epoch)))
+                                  for zoo, epoch, _ in zoos])
 
 # per-cell metrics of any compared zoo (a regression zoo has no accuracy; a zoo without the chosen one is named)
 have = {}
@@ -60,20 +99,23 @@ if not options:
     st.info("The chosen zoos have no per-cell metric.")
     st.stop()
 default = next((i for i, o in enumerate(options) if o[0] == "test_acc"), 0)
-metric, split, coord = st.selectbox("Metric", options, index=default, key="compare_metric",
-                                    format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else ""))
+metric, split, coord = st.selectbox("Metric", options, index=default, key="compare_metric", format_func=metric_name,
+                                    help=helptext("Any per-cell metric of the compared zoos; one point per cell, "
+                                                  "its seeds aggregated as the metric declares.", "phase"))
 out = declared(metric)
-frames = []
+frames, sources = [], []
 for zoo, epoch, labelled in zoos:
     if (metric, split, coord) not in have[zoo.name]:
         continue
-    axes = [zoo.spec.load.knob, zoo.spec.temperature.knob]
     v = metric_cells(load_metrics(zoo.root), zoo.catalog, zoo.spec, epoch, metric, split, coord,
                      aggregate=out.aggregate)
-    frames.append(v.join(labelled.select(*axes, "phase"), on=axes).select("phase", "value", zoo=pl.lit(zoo.name)))
+    frames.append(with_phase(v, labelled, zoo.spec).with_columns(zoo=pl.lit(zoo.name)))
+    sources.append((zoo.name, at_epoch(zoo, epoch, VALUES.format(
+        root=str(zoo.root), epoch=epoch, metric=metric, split=split, coord=coord, aggregate=out.aggregate.name))))
 dist = pl.concat(frames)
 prefix = out.aggregate.prefix()
-chart(zoo_boxes(dist, title=f"{prefix}{metric} by phase (one point per cell; {prefix}seed mean)",
-                y_title=prefix + out.axis_title), dist, "compare_by_phase")
+chart(zoo_boxes(dist, title=f"{prefix}{out.human} by phase (one point per cell; {prefix}seed mean)",
+                y_title=prefix + out.axis_title, unit=out.unit), dist, "compare_by_phase")
+per_zoo_sources("the distributions", sources)
 if lacking := [name for name, h in have.items() if (metric, split, coord) not in h]:
-    st.caption(f"Without {metric}: {', '.join(lacking)}.")
+    st.caption(f"Without {metric_name((metric, split, coord))}: {', '.join(lacking)}.")

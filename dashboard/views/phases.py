@@ -1,5 +1,6 @@
 """Phase diagram: any metric over the load × temperature grid with the phase labels over it, thresholds
-that reclassify at once, and the categorical phase map with each cell's margins."""
+that reclassify at once, and the categorical phase map with each cell's margins; a box or lasso on the map
+selects cells for the group comparison page."""
 
 import math
 
@@ -9,9 +10,26 @@ import streamlit as st
 from analysis.metrics.outputs import colour_scale
 from analysis.taxonomy.cells import QUANTITIES, has_annotated, metric_cells, quantity_sources, scalar_metrics
 from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, phase_counts
+from dashboard import state
 from dashboard.charts import grid_heatmap, phase_map
+from dashboard.glossary import science_link
+from dashboard.group import Group, set_group
+from dashboard.notebook import Slice
 from dashboard.picker import current_zoo, load_cells, load_metrics
-from dashboard.widgets import chart, declared, downloads, image_config, open_cell, pick_epoch
+from dashboard.widgets import (
+    cell_of,
+    chart,
+    declared,
+    downloads,
+    helptext,
+    image_config,
+    load_right,
+    metric_name,
+    number_column,
+    open_cell,
+    pick_epoch,
+    python_source,
+)
 
 zoo = current_zoo()
 spec = zoo.spec
@@ -30,34 +48,28 @@ metrics = load_metrics(zoo.root)
 options = [tuple(r) for r in scalar_metrics(metrics.filter(pl.col("epoch") == epoch)).iter_rows()]
 # the headline: test accuracy, or for a regression zoo the relative L2 error against the exact solution
 default = next((i for name in ("test_acc", "rel_l2_error") for i, o in enumerate(options) if o[0] == name), 0)
-metric, split, coord = c2.selectbox(
-    "Metric", options, index=default, key="phases_metric", format_func=lambda o: o[0] + (f" ({o[1]})" if o[1] else "")
-)
+metric, split, coord = c2.selectbox("Metric", options, index=default, key="phases_metric", format_func=metric_name)
 how = c3.selectbox("Over seeds", ["mean", "min", "max", *[f"seed {s}" for s in spec.seeds]], key="phases_how")
 
 base = default_thresholds(cells)
 loss_unit, mc_unit = QUANTITIES["train_loss"].unit(spec.task), QUANTITIES["mc"].unit(spec.task)
+# the sliders' ranges and defaults (a linked value outside a range is refused, one equal to its default
+# stays out of the URL: dashboard.state)
+log_tau_range = (min(-3.0, math.floor(math.log10(base.train_loss)) - 1.0), 1.0)  # a PINN's losses reach 1e-5
+defaults = {"phases_tau_loss": round(math.log10(base.train_loss), 2), "phases_eps": base.mc,
+            "phases_tau_cka": round(base.cka, 3) if base.cka == base.cka else 0.7}
+for key, lo, hi in (("phases_tau_loss", *log_tau_range), ("phases_eps", 0.0, 10.0), ("phases_tau_cka", 0.0, 1.0)):
+    state.default(key, defaults[key])
+    state.within(key, lo, hi)
 with st.expander("Thresholds (reclassify at once)", expanded=False):
     t1, t2, t3 = st.columns(3)
-    log_tau = t1.slider(
-        f"log₁₀ τ_L (train loss{', ' + loss_unit if loss_unit else ''})",
-        min(-3.0, math.floor(math.log10(base.train_loss)) - 1.0),  # a PINN's losses reach 1e-5
-        1.0,
-        round(math.log10(base.train_loss), 2),
-        0.01,
-        key="phases_tau_loss",
-        help=base.provenance.get("train_loss"),
-    )
-    eps = t2.slider(f"ε (mc, {mc_unit})", 0.0, 10.0, base.mc, 0.1, key="phases_eps", help=base.provenance.get("mc"))
-    tau_c = t3.slider(
-        "τ_C (CKA)",
-        0.0,
-        1.0,
-        round(base.cka, 3) if base.cka == base.cka else 0.7,
-        0.005,
-        key="phases_tau_cka",
-        help=base.provenance.get("cka"),
-    )
+    log_tau = t1.slider(f"log₁₀ τ_L (train loss{', ' + loss_unit if loss_unit else ''})", *log_tau_range,
+                        defaults["phases_tau_loss"], 0.01, key="phases_tau_loss",
+                        help=helptext(base.provenance.get("train_loss", ""), "tau-l"))
+    eps = t2.slider(f"ε (mc, {mc_unit})", 0.0, 10.0, defaults["phases_eps"], 0.1, key="phases_eps",
+                    help=helptext(base.provenance.get("mc", ""), "epsilon", "mc"))
+    tau_c = t3.slider("τ_C (CKA)", 0.0, 1.0, defaults["phases_tau_cka"], 0.005, key="phases_tau_cka",
+                      help=helptext(base.provenance.get("cka", ""), "tau-c", "cka"))
 th = Thresholds(10**log_tau, eps, tau_c, provenance=base.provenance)
 labelled = classify(cells, th)
 
@@ -65,40 +77,71 @@ out = declared(metric)
 values = metric_cells(metrics, zoo.catalog, spec, epoch, metric, split, coord, how, out.aggregate)
 aggregated = how not in ("min", "max")  # the declared aggregate applies (a seed's own value is aggregated too)
 scale = colour_scale(out, cell_value=aggregated)
-fixed = scale.bounds is not None and st.toggle(f"Fixed {scale.bounds[0]:g}–{scale.bounds[1]:g} scale",
-                                               key="phases_fixed")
+bounds = scale.bounds and (f"{scale.bounds[0]:.0%}–{scale.bounds[1]:.0%}" if out.unit == "fraction"
+                           else f"{scale.bounds[0]:g}–{scale.bounds[1]:g}")
+fixed = scale.bounds is not None and st.toggle(f"Fixed {bounds} scale", key="phases_fixed")
 prefix = out.aggregate.prefix() if aggregated else ""
-label = prefix + metric + (f" ({split})" if split else "")
+label = prefix + metric_name((metric, split, coord))
+# the rows of both maps, as a notebook loads them: this epoch's metrics, then the page's own aggregation
+rows = {"epoch": epoch}
+opened = f"from data.zoo.store import Zoo\nzoo = Zoo.open({str(zoo.root)!r})\n"
+values_source = Slice.of(zoo.root, "metrics", rows, then=(
+    "from analysis.metrics.outputs import Aggregate\nfrom analysis.taxonomy.cells import metric_cells\n" + opened
+    + f"frame = metric_cells(frame, zoo.catalog, zoo.spec, {epoch}, {metric!r}, {split!r}, {coord!r}, {how!r},\n"
+    f"                     Aggregate({out.aggregate.name!r}))"))
+labels_source = Slice.of(zoo.root, "metrics", rows, then=(
+    "from analysis.taxonomy.cells import cell_table\nfrom analysis.taxonomy.phases import Thresholds, classify\n"
+    + opened + f"frame = classify(cell_table(frame, zoo.catalog, zoo.spec, {epoch}), "
+    f"Thresholds({th.train_loss!r}, {th.mc!r}, {th.cka!r}))"))
 left, right = st.columns(2)
 chart(
     grid_heatmap(
         values,
         spec,
         "value",
-        title=f"{label}, {how} over seeds, epoch {epoch}",
+        title=f"{label[:1].upper() + label[1:]}, {how} over seeds, epoch {epoch}",
         scale=scale,
         fixed=fixed,
         hover_label=prefix + out.human,
         colour_title=prefix + out.axis_title,
         labels=labelled,
+        load_right=load_right(),
     ),
     values,
     "phases_metric_map",
     left,
+    source=values_source,
 )
+# Streamlit turns clicks into selections only outside the select and lasso drag modes: the map opens in zoom
+# mode so a click opens a cell, and its toolbar's box or lasso selects a group
 event = right.plotly_chart(
-    phase_map(labelled, spec, title="Phase labels (· = near a threshold; click a cell)"),
+    phase_map(labelled, spec, title=f"Phase labels, epoch {epoch}", load_right=load_right()),
     key="phases_map",
     on_select="rerun",
-    selection_mode="points",
+    selection_mode=("points", "box", "lasso"),
     config=image_config("phases_map"),
 )
+right.caption("Click a cell to open it; a box or lasso (the chart's toolbar) selects cells to compare.")
 downloads(labelled, "phases_map", right)
-if event and event.selection and event.selection.points:  # drill down: open the clicked cell
-    open_cell(spec, event.selection.points[0]["x"], event.selection.points[0]["y"])
-st.dataframe(phase_counts(labelled), hide_index=True, key="phases_summary")
+python_source(labels_source, "phases_map", right)
+selection = event.selection if event else None
+if selection and (selection.box or selection.lasso):  # a group: its cells go to the comparison page
+    chosen = tuple(dict.fromkeys(cell_of(spec, p["x"], p["y"]) for p in selection.points))
+    if right.button(f"Compare selected cells ({len(chosen)})", key="phases_compare", disabled=not chosen,
+                    icon=":material/join:"):
+        set_group(Group(str(zoo.root), cells=chosen, origin="phase map"))
+        st.switch_page("views/groups.py")
+elif selection and selection.points:  # drill down: open the clicked cell
+    open_cell(spec, selection.points[0]["x"], selection.points[0]["y"])
+acc = declared("test_acc")
+st.dataframe(phase_counts(labelled), hide_index=True, key="phases_summary", column_config={
+    "phase": st.column_config.TextColumn("Phase label", help=helptext("The taxonomy's phase.", "phase")),
+    "cells": st.column_config.NumberColumn("Cells"),
+    "median_test_acc": number_column(acc, prefix="median "),
+    "fraction": st.column_config.NumberColumn("Share of the grid", format="percent"),
+})
 st.caption(
-    "Decision order (science.md §1): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
+    f"Decision order ({science_link(1)}): train loss > τ_L → I/II; mc < −ε → I/III; in IV, CKA ≥ τ_C → IV-B. "
     "mc is the trained Bézier curve's, CKA the logit CKA on test inputs, both averaged over seed pairs."
 )
 if has_annotated(metrics):  # an imported zoo: say which quantities were measured here and which were published
@@ -106,4 +149,4 @@ if has_annotated(metrics):  # an imported zoo: say which quantities were measure
                "zoo's own): " + "; ".join(s.words() for s in quantity_sources(metrics, zoo.catalog, spec, epoch)
                                           if s.quantity in ("train_loss", "mc", "cka", "hessian_trace")) + ".")
 if out.sign:  # a name no metric declares (an ad-hoc import) has nothing to say
-    st.caption(f"{metric}: {out.sign}" + (f" [{out.unit}]" if out.unit else ""))
+    st.caption(f"{out.axis_title}: {out.sign}")  # name [unit]: what a larger value means

@@ -4,13 +4,12 @@ phase map, its place in weight space and its nearest zoo models (analysis.upload
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 
 import polars as pl
 import streamlit as st
 
-from analysis.studies.embed import read_embeddings
+from analysis.studies.embed import axis_titles, read_embeddings, read_explained_variance
 from analysis.studies.spectra import esd_curves
 from analysis.taxonomy.cells import QUANTITIES, cell_models
 from analysis.taxonomy.phases import classify, default_thresholds
@@ -30,32 +29,13 @@ from dashboard.admission import QueueFull
 from dashboard.admission import shared as upload_queue
 from dashboard.charts import density_chart, evidence_strip, mark, phase_map, phase_probabilities, weight_space
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
-from dashboard.widgets import chart, downloads, image_config
+from dashboard.text import literal
+from dashboard.widgets import chart, downloads, helptext, image_config, load_right
 from data.checkpoint.load import SUFFIXES, max_bytes
 from data.models.archs import arch_def
 from data.zoo.store import builtin_zoos
 
 log = logging.getLogger("phasezoo.upload")
-
-# Characters with a meaning in Streamlit's Markdown (CommonMark + GFM, LaTeX $…$, :color[…] directives): a
-# backslash makes any ASCII punctuation literal (CommonMark §2.4).
-_ACTIVE = re.compile(r"[\\`*_{}\[\]()<>#+!|~$&@^]")
-_WORD_JOINER = "\u2060"  # zero width: breaks an emoji shortcode :name: without changing what is seen
-
-
-def literal(text: object) -> str:
-    """Markdown that renders as `text` itself: a file name like `**x**.pt` or `[a](http://x).pt` stays
-    that string, never bold or a link. Beyond the escapes: a colon before a non-space is escaped (no
-    `http://` autolink, no `:red[…]` directive) and followed by a word joiner (remark-emoji replaces
-    `:name:` after escapes are resolved); `www.` loses its autolink; a leading list or heading marker is
-    escaped; one line."""
-    text = " ".join(str(text).split())
-    text = _ACTIVE.sub(lambda m: "\\" + m.group(), text)
-    text = re.sub(r":(?=\S)", lambda m: "\\:" + _WORD_JOINER, text)
-    text = re.sub(r"(?i)(www)\.", r"\1\\.", text)
-    text = re.sub(r"^([-=])", r"\\\1", text)  # a list item or a setext underline
-    return re.sub(r"^(\d+)\.", r"\1\\.", text)  # an ordered list item
-
 
 @st.cache_resource(show_spinner=False)
 def backend():
@@ -114,25 +94,25 @@ except Exception as e:  # a bug must not show a traceback or stop the server; th
 bar.empty()
 
 
-def show_evidence(r: Report, cells: pl.DataFrame, key: str) -> None:
-    """Each taxonomy quantity's zoo distribution over cells (on the seeds' scale), its threshold and the
-    upload's value, named and scaled as the quantity declares."""
+def show_evidence(r: Report, labelled: pl.DataFrame, key: str) -> None:
+    """Each taxonomy quantity's zoo distribution over cells (on the seeds' scale), each cell in its phase's
+    colour, its threshold and the upload's value, named and scaled as the quantity declares."""
     ev = {e.quantity: e for e in r.evidence}
     cols = st.columns(2)
     for i, q in enumerate(RULE_EVIDENCE):
         quantity, e = QUANTITIES[q], ev.get(q)
-        vals = quantity.aggregate.to_seed_scale(cells[q].drop_nulls().drop_nans()).to_numpy()
+        have = labelled.filter(pl.col(q).is_not_null() & pl.col(q).is_not_nan())
+        vals = quantity.aggregate.to_seed_scale(have[q]).to_numpy()
         chart(evidence_strip(vals, e.value if e else None, e.threshold if e else None,
-                             title=quantity.caption(spec.task), log_x=quantity.log_scale), None,
-              f"upload_evidence_{q}_{key}", cols[i % 2])
+                             title=quantity.caption(spec.task), log_x=quantity.log_scale,
+                             phases=have["phase"].to_list()), None, f"upload_evidence_{q}_{key}", cols[i % 2])
 
 
-def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
+def show_maps(r: Report, labelled: pl.DataFrame, key: str) -> None:
     xk, yk = spec.load.knob, spec.temperature.knob
-    labelled = classify(cells, default_thresholds(cells))
     x, y = r.cell[xk].grid, r.cell[yk].grid
     left, right = st.columns(2)
-    fig = mark(phase_map(labelled, spec, title=f"Its cell on the phase map, epoch {r.epoch}"),
+    fig = mark(phase_map(labelled, spec, title=f"Its cell on the phase map, epoch {r.epoch}", load_right=load_right()),
                str(x), str(y), "upload", hover=f"upload: {xk}={r.cell[xk].value}, {yk}={r.cell[yk].value}")
     left.plotly_chart(fig, key=f"upload_map_{key}", config=image_config("upload_phase_map"))
     left.caption(" · ".join(f"{k}: {v.source}" for k, v in r.cell.items()))
@@ -149,8 +129,9 @@ def show_maps(r: Report, cells: pl.DataFrame, key: str) -> None:
                                               .select("model_id", xk, yk), on=[xk, yk]), on="model_id", how="left")
     p = place.position(method)
     approx = " (approximate: its nearest zoo models' mean)" if p.approximate else " (exact projection)"
+    x_title, y_title = axis_titles(method, read_explained_variance(zoo.root), r.epoch)
     fig = mark(weight_space(pts, spec, "phase", title=f"{method.upper()} of the zoo's weights, epoch {r.epoch}{approx}",
-                            height=460), p.x, p.y, "upload", hover="upload" + approx)
+                            height=460, x_title=x_title, y_title=y_title), p.x, p.y, "upload", hover="upload" + approx)
     right.plotly_chart(fig, key=f"upload_space_{key}", config=image_config("upload_weight_space"))
 
 
@@ -169,21 +150,28 @@ def show_spectrum(r: Report, key: str) -> None:
           f"upload_esd_{key}")
 
 
-def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, KnobValue]) -> None:
-    """The two verdicts and the cell, side by side, with what qualifies them."""
+def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, KnobValue], key: str) -> None:
+    """The two verdicts and the cell, side by side, with what qualifies them: the classifier's probability as a
+    plain number with its runner-up and its held-out accuracy, the thresholds it is near and the phase across
+    each, how an estimated knob was estimated and what the rules would say at each value it could take."""
     c1, c2, c3 = st.columns(3)
     c1.metric("Phase (taxonomy rules)", rule.phase, help=literal(
         rule.reason or f"{rule.n_pairs} pair(s) with {rule.pairs_with}; thresholds: τ_L {rule.tau_loss:.3g} nats, "
                        f"ε {rule.eps_mc:.3g} points, τ_C {rule.tau_cka:.3g}"))
-    if clf.phase is None:  # withheld: a measurement failed or is non-finite; no probability to show
-        c2.metric("Phase (classifier)", "none", help=literal(clf.withheld or "no classifier verdict"))
-    else:
-        c2.metric("Phase (classifier)", clf.phase, f"p = {clf.probabilities[clf.phase]:.2f}"
-                  + (" (extrapolating)" if clf.extrapolating else ""), delta_color="off",
-                  help=f"logistic regression on {len(clf.features)} single-model features, "
-                       f"trained on the zoo's {clf.n_train} labelled models")
+    c1.caption(f"{rule.n_pairs} pair(s) with {rule.pairs_with or 'nothing'}; the zoo's default thresholds")
+    c2.metric("Phase (classifier)", clf.phase or "none", help=helptext(
+        literal(clf.withheld) if clf.withheld else f"Logistic regression on {len(clf.features)} single-model "
+        f"features, trained on the zoo's {clf.n_train} labelled models (models × analysis epochs).", "phase"))
+    if clf.phase is not None:
+        c2.caption(literal(clf.words() + (" (extrapolating)" if clf.extrapolating else "")))
+    if clf.validation is not None:
+        c2.caption(literal(f"Validated on the zoo: {clf.validation.words()}"))
     c3.metric("Cell (" + " · ".join(cell) + ")", " · ".join(str(v.value) for v in cell.values()),
-              help="; ".join(f"{k}: {v.source}" for k, v in cell.items()))
+              help=literal("; ".join(f"{k}: {v.source}" for k, v in cell.items())))
+    for k, v in cell.items():
+        if v.estimate is not None:
+            e = v.estimate
+            c3.caption(literal(f"{k} estimated: {e.candidates[0].votes} of {e.k} votes ({e.confidence:.0%})"))
     if clf.withheld:
         st.warning(literal(f"No classifier verdict: {clf.withheld}."))
     elif clf.extrapolating:
@@ -191,11 +179,33 @@ def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, 
         st.warning(literal("Unlike every zoo model in the classifier's features"
                            + (f" (outside the zoo's range: {outside})" if outside else "")
                            + ": its probabilities extrapolate and overstate their confidence."))
-    if rule.near_boundary:
-        st.warning("Near a threshold: the rule verdict could flip with a small change of the thresholds.")
+    for c in rule.near:
+        st.warning(literal(f"Near {c.symbol}: {c.sentence()}."))
     if clf.phase is not None and rule.phase != clf.phase and rule.phase != "unclassified":
         st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
                 "classifier only this model's own fit, sharpness and weights.")
+    for k, v in cell.items():
+        if v.estimate is not None:
+            show_estimate(k, v, key)
+
+
+def show_estimate(knob: str, v: KnobValue, key: str) -> None:
+    """How an unknown knob was estimated, and the verdict at every value it could have taken."""
+    e = v.estimate
+    with st.expander(literal(f"{knob} = {v.value} was estimated ({e.candidates[0].votes} of {e.k} votes): "
+                             "the other candidate cells"), expanded=e.confidence < 0.8):
+        st.caption(literal(f"Estimated as {e.method}. The rule verdict above pairs it with the seeds of "
+                           f"{knob} = {v.value}; at another value it would be paired with that cell's seeds."))
+        table = pl.DataFrame([{knob: str(c.value), "votes": f"{c.votes} of {e.k}", "nearest zoo model":
+                               c.nearest, "that cell's phase": c.zoo_phase or "—",
+                               "rules with its seeds' mc and CKA": c.phase or "—"}
+                              for c in e.candidates if c.nearest is not None])
+        st.dataframe(table, hide_index=True, key=f"upload_estimate_{knob}_{key}", column_config={
+            "nearest zoo model": st.column_config.NumberColumn(
+                format="%.3g", help="distance to that cell's nearest zoo model (standardised features)")})
+        st.caption("The last column: the taxonomy's rules on its own train loss with the mode connectivity and "
+                   "CKA that cell's seeds have among themselves, what its verdict would be were it as connected "
+                   "and similar to them as they are to each other.")
 
 
 def show(r: Report | Refused, key: str) -> None:
@@ -212,13 +222,14 @@ def show(r: Report | Refused, key: str) -> None:
     elif r.rule is None or r.classifier is None:  # recognised, but its zoo's task has no data here (its notes say)
         st.info(literal(f"Recognised as a model of {r.zoo}, but not measured: no verdict."))
     else:
-        show_verdicts(r.rule, r.classifier, r.cell)
+        show_verdicts(r.rule, r.classifier, r.cell, key)
         for e in r.errors:
             st.error(literal(e))
         cells = load_cells(zoo.root, r.epoch) if r.zoo == str(zoo.root) else None
         if cells is not None:
-            st.subheader("Evidence: each quantity, its threshold and the zoo's cells")
-            show_evidence(r, cells, key)
+            labelled = classify(cells, default_thresholds(cells))  # the report's thresholds (zoo_side.cells)
+            st.subheader("Evidence: each quantity, its threshold and the zoo's cells (in their phases' colours)")
+            show_evidence(r, labelled, key)
             left, right = st.columns([1, 2])
             if r.classifier.probabilities:
                 left.plotly_chart(phase_probabilities(dict(r.classifier.probabilities),
@@ -229,7 +240,7 @@ def show(r: Report | Refused, key: str) -> None:
                            + (f" — identical to `{r.placement.identical_to}`" if r.placement.identical_to else ""))
             right.dataframe(nb, hide_index=True, key=f"upload_nb_{key}")
             show_spectrum(r, key)
-            show_maps(r, cells, key)
+            show_maps(r, labelled, key)
         else:
             st.info(f"Recognised as a model of another zoo ({r.zoo}): pick it in the sidebar to see its maps.")
     if r.data_free:

@@ -1,0 +1,56 @@
+"""Phases over training: every cell's phase at every analysis epoch, and the epochs where it changes.
+
+Each epoch is labelled by the default thresholds of its own cells (analysis.taxonomy.phases): τ_L and τ_C
+are zoo-relative, so a threshold fixed at the last epoch would call most early cells under-fitted by
+construction. A label change between consecutive analysis epochs is a transition, dated by the later epoch
+(the first at which the new phase is seen: the change happened at some time in between).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds
+
+
+def label_epochs(cells_by_epoch: Mapping[int, pl.DataFrame]) -> pl.DataFrame:
+    """The cell tables of each analysis epoch, classified by that epoch's default thresholds and stacked with
+    an `epoch` column. An epoch whose cells lack mode connectivity or any training loss is all unclassified."""
+    frames = []
+    for epoch, cells in sorted(cells_by_epoch.items()):
+        if cells.is_empty():
+            continue
+        if cells["mc"].is_null().all() or cells["train_loss"].drop_nulls().drop_nans().is_empty():
+            labelled = cells.with_columns(phase=pl.lit(UNCLASSIFIED), near_boundary=pl.lit(False))
+        else:
+            labelled = classify(cells, default_thresholds(cells))
+        frames.append(labelled.with_columns(epoch=pl.lit(epoch, pl.Int64)))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def transitions(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame:
+    """One row per change of a cell's phase between consecutive analysis epochs (at which that cell has a
+    label): the knobs, `epoch` (the first epoch with the new phase), `previous_epoch`, `from_phase`,
+    `to_phase`; sorted by cell and epoch."""
+    keys = [load, temperature]
+    return (labelled.select(*keys, "epoch", "phase").sort(*keys, "epoch")
+            .with_columns(from_phase=pl.col("phase").shift(1).over(keys),
+                          previous_epoch=pl.col("epoch").shift(1).over(keys))
+            .filter(pl.col("from_phase").is_not_null() & (pl.col("from_phase") != pl.col("phase")))
+            .select(*keys, "epoch", "previous_epoch", "from_phase", pl.col("phase").alias("to_phase")))
+
+
+def changes(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame:
+    """Per pair of consecutive analysis epochs: `previous_epoch`, `epoch`, `cells` (labelled at both) and
+    `changed` (how many of those changed phase)."""
+    epochs = sorted(labelled["epoch"].unique().to_list())
+    moved = transitions(labelled, load, temperature)
+    rows = []
+    for before, after in zip(epochs, epochs[1:]):
+        both = (labelled.filter(pl.col("epoch") == before).select(load, temperature)
+                .join(labelled.filter(pl.col("epoch") == after).select(load, temperature), on=[load, temperature]))
+        changed = moved.filter((pl.col("previous_epoch") == before) & (pl.col("epoch") == after)).height
+        rows.append({"previous_epoch": before, "epoch": after, "cells": both.height, "changed": changed})
+    return pl.DataFrame(rows, schema={"previous_epoch": pl.Int64, "epoch": pl.Int64, "cells": pl.Int64,
+                                      "changed": pl.Int64})
