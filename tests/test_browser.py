@@ -285,3 +285,26 @@ def test_a_glossary_link_lands_on_its_entry(server, page):
         page.wait_for_function(f"document.getElementById('{anchor}') !== null", timeout=60_000)
         page.wait_for_timeout(1000)
         assert page.url.endswith(f"/glossary#{anchor}")  # no query string written over the anchor
+
+
+# every Plotly trace drawn in the page, as the browser holds it: [name, marker colour, line colour]
+TRACES_JS = """Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => (p.data || []).map(
+    t => [String(t.name), (t.marker || {}).color, (t.line || {}).color]))"""
+
+
+def test_each_phase_has_one_colour_on_every_page(server, page):
+    """The figures as the browser drew them, page after page: a trace named after a phase (or after a cell
+    drawn for its phase, "IV-B (256, 64)") is in that phase's colour of the one palette, everywhere."""
+    from dashboard.charts import PHASE_COLOURS
+
+    seen: dict[str, set] = {}
+    for path, n in (("phases", 2), ("training", 2), ("spectra", 3), ("weights", 1), ("compare", 3)):
+        page.goto(f"{server}/{path}")
+        charts(page, n)
+        page.wait_for_timeout(500)
+        for name, marker, line in page.evaluate(TRACES_JS):
+            phase = name.split(" (")[0]
+            if phase in PHASE_COLOURS:
+                seen.setdefault(phase, set()).update(c.lower() for c in (marker, line) if isinstance(c, str))
+    assert set(seen) >= {"I", "II", "III", "IV-A", "IV-B"}
+    assert {p: c for p, c in seen.items() if c != {PHASE_COLOURS[p].lower()}} == {}
