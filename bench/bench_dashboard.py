@@ -5,6 +5,9 @@ synthetic zoo of 100,000 catalog rows and 1,000,000 metric rows.
 
 - browser: a warm `streamlit run` server (one page load first), then the time from requesting the Phase
   diagram page until its phase map is drawn, in Debian's Chromium (Playwright); median of 3 loads.
+- first paint against the floor: the time to the Phase diagram's first drawn heatmap against a minimal
+  Streamlit page with one Plotly heatmap (the stack's floor), each on a warm server of its own, loads
+  interleaved; the ratio is printed (goal ≤ 1.2× on the default zoo, ≤ 1.3× on the synthetic one).
 - server side: Streamlit's AppTest runs the page script in-process; the time of one rerun after changing the
   metric, the epoch and a threshold (median of 3 each), after a first run that fills the caches.
 Targets: first phase map ≤ 3 s; reruns ≤ 0.5 s on the default zoo, ≤ 1 s on the synthetic zoo.
@@ -107,6 +110,45 @@ def server_side(zoo: str | None, epochs: list[int], repeats: int = 3) -> dict[st
     return {k: median(v) for k, v in timings.items()}
 
 
+# The stack's floor: the least a Streamlit page with one Plotly heatmap costs on this machine (the same wide
+# layout, an 8 × 8 heatmap like the default zoo's grid), served by a server of its own.
+FLOOR_APP = """import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+st.set_page_config(layout="wide")
+st.title("Floor")
+st.plotly_chart(go.Figure(go.Heatmap(z=np.arange(64.0).reshape(8, 8))))
+"""
+FIRST_HEATMAP = "document.querySelectorAll('.js-plotly-plot .heatmaplayer').length >= 1"
+
+
+def first_paint_against_floor(zoo: str | None, loads: int = 3) -> tuple[float, float]:
+    """Median seconds from requesting the page to its first drawn heatmap: the Phase diagram (on `zoo`, or
+    the default zoo) and the floor page, each on its own warm server, loads interleaved so that the machine's
+    state weighs on both alike."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = Path(tmp) / "floor.py"
+        floor.write_text(FLOOR_APP)
+        with (streamlit_server({"PHASEZOO_ZOO": zoo} if zoo else None, timeout=300) as ours,
+              streamlit_server(timeout=300, app=floor) as base, sync_playwright() as p):
+            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            times: dict[str, list[float]] = {"ours": [], "floor": []}
+            for i in range(loads + 1):  # the first round warms both servers (imports, caches)
+                for name, url in (("ours", f"{ours}/phases"), ("floor", base)):
+                    page = b.new_page(viewport={"width": 1400, "height": 1000})
+                    t = time.perf_counter()
+                    page.goto(url)
+                    page.wait_for_function(FIRST_HEATMAP, timeout=300_000)
+                    if i:
+                        times[name].append(time.perf_counter() - t)
+                    page.close()
+            b.close()
+    return median(times["ours"]), median(times["floor"])
+
+
 def first_map_in_browser(zoo: str | None, loads: int = 3) -> float:
     from playwright.sync_api import sync_playwright
 
@@ -142,6 +184,9 @@ def main() -> None:
                                           ("synthetic zoo", str(zoo), [size.get("epochs", 99) // 2,
                                                                        size.get("epochs", 99)], 1.0)]:
             first = first_map_in_browser(path, repeats)
+            ours, floor = first_paint_against_floor(path, repeats)
+            print(f"{name:>14}: first heatmap of the Phase diagram {ours:.2f} s, of a one-heatmap Streamlit page "
+                  f"{floor:.2f} s: {ours / floor:.2f}x the floor (goal <= {1.2 if path is None else 1.3}x)")
             side = server_side(path, epochs, repeats)
             print(f"{name:>14}: first phase map in the browser {first:.2f} s (target <= 3 s); reruns after changing "
                   f"metric {side['metric']:.2f} s, epoch {side['epoch']:.2f} s, threshold {side['threshold']:.2f} s "

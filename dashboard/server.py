@@ -62,11 +62,12 @@ class Server:
 
 @contextmanager
 def dashboard_server(env: Mapping[str, str] | None = None, timeout: float = 90.0,
-                     options: Sequence[str] = ()) -> Iterator[Server]:
+                     options: Sequence[str] = (), app: Path | None = None) -> Iterator[Server]:
     """Yield the running server once `/_stcore/health` answers "ok"; stop it on exit. `options`: more
-    `streamlit run` flags (e.g. "--server.disconnectedSessionTTL", "5")."""
+    `streamlit run` flags (e.g. "--server.disconnectedSessionTTL", "5"); `app`: another script to serve (a
+    bench's baseline page), run from the repository root with its configuration."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app or ROOT / "dashboard" / "app.py"),
                              "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                              *options],
                             cwd=ROOT, env={**os.environ, **SERVER_ENV, **(env or {})},
@@ -93,9 +94,10 @@ def dashboard_server(env: Mapping[str, str] | None = None, timeout: float = 90.0
 
 
 @contextmanager
-def streamlit_server(env: Mapping[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
+def streamlit_server(env: Mapping[str, str] | None = None, timeout: float = 90.0,
+                     app: Path | None = None) -> Iterator[str]:
     """Yield the base URL once `/_stcore/health` answers "ok"; stop the server on exit."""
-    with dashboard_server(env, timeout) as server:
+    with dashboard_server(env, timeout, app=app) as server:
         yield server.url
 
 

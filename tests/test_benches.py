@@ -50,6 +50,8 @@ QUICK = {
     "bench_dashboard": Quick((
         (rf"synthetic zoo: {NUM} catalog rows, {NUM} metric rows", 1),
         (rf"zoo: first phase map in the browser {NUM} s .*metric {NUM} s, epoch {NUM} s, threshold {NUM} s", 2),
+        (rf"zoo: first heatmap of the Phase diagram {NUM} s, of a one-heatmap Streamlit page {NUM} s: "
+         rf"{NUM}x the floor", 2),
     ), marks=(pytest.mark.slow, pytest.mark.browser,
               pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Chromium (make chromium)"))),
     "bench_upload": Quick((
