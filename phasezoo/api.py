@@ -40,10 +40,9 @@ from analysis.upload.report import Report
 from analysis.upload.verdict import Refused, analyse
 from data.device import resolve_device
 from data.tasks.builtin import TaskData
-from data.zoo.paths import MAX_TABLE_BYTES, PathError, read_parquet, regular_file
-from data.zoo.schema import EMBEDDINGS, METRICS, SchemaError
+from data.zoo.schema import EMBEDDINGS, METRICS
 from data.zoo.spec import ZooSpec
-from data.zoo.store import Zoo, ZooError, builtin_zoos, read_metrics
+from data.zoo.store import Zoo, builtin_zoos, read_metrics, read_table
 
 __all__ = ["ApiError", "VerdictError", "ZooFrames", "compute_metrics", "label_cells", "open_zoo", "verdict"]
 
@@ -97,28 +96,14 @@ def _zoo_dir(path_or_name: str | os.PathLike) -> Path:
                    f"(built-in: {', '.join(builtin)})")
 
 
-def _optional_table(path: Path, schema=None) -> pl.DataFrame | None:
-    try:  # bounded and regular (data.zoo.paths), as for the catalog
-        if regular_file(path, MAX_TABLE_BYTES) is None:
-            return None
-        df = read_parquet(path)
-        return schema.validate(df) if schema is not None else df
-    except PathError as e:
-        raise ZooError(str(e)) from None
-    except SchemaError as e:
-        raise ZooError(f"{path}: {e}") from None
-    except Exception as e:  # polars raises several error types for a damaged file
-        raise ZooError(f"{path}: cannot read the table ({type(e).__name__}: {e})") from None
-
-
 def open_zoo(path_or_name: str | os.PathLike) -> ZooFrames:
     """Open a zoo directory — or a built-in zoo by name ("mnist1d-mlp", "mnist1d-cnn", …) — read-only.
 
     Returns its frames (ZooFrames). Raises ApiError for a name that is neither a directory nor a built-in
     zoo, ZooError (one line naming the file) for a missing, damaged or hostile file."""
     zoo = Zoo.open(_zoo_dir(path_or_name))
-    return ZooFrames(zoo, zoo.catalog, read_metrics(zoo.root), _optional_table(zoo.root / PHASES_FILE),
-                     _optional_table(zoo.root / EMBEDDINGS_FILE, EMBEDDINGS))
+    return ZooFrames(zoo, zoo.catalog, read_metrics(zoo.root), read_table(zoo.root / PHASES_FILE),
+                     read_table(zoo.root / EMBEDDINGS_FILE, EMBEDDINGS))
 
 
 def _as_frames(zoo) -> ZooFrames:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds
+from analysis.taxonomy.phases import label_by_default
 
 
 def label_epochs(cells_by_epoch: Mapping[int, pl.DataFrame]) -> pl.DataFrame:
@@ -21,11 +21,7 @@ def label_epochs(cells_by_epoch: Mapping[int, pl.DataFrame]) -> pl.DataFrame:
     for epoch, cells in sorted(cells_by_epoch.items()):
         if cells.is_empty():
             continue
-        if cells["mc"].is_null().all() or cells["train_loss"].drop_nulls().drop_nans().is_empty():
-            labelled = cells.with_columns(phase=pl.lit(UNCLASSIFIED), near_boundary=pl.lit(False))
-        else:
-            labelled = classify(cells, default_thresholds(cells))
-        frames.append(labelled.with_columns(epoch=pl.lit(epoch, pl.Int64)))
+        frames.append(label_by_default(cells).with_columns(epoch=pl.lit(epoch, pl.Int64)))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 

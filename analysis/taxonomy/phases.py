@@ -115,6 +115,20 @@ def classify(cells: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
     return out
 
 
+def labelable(cells: pl.DataFrame) -> bool:
+    """Whether the zoo-relative default thresholds exist for `cells`: mode connectivity somewhere and a finite
+    training loss somewhere (an epoch not yet measured has neither)."""
+    return not cells["mc"].is_null().all() and not cells["train_loss"].drop_nulls().drop_nans().is_empty()
+
+
+def label_by_default(cells: pl.DataFrame) -> pl.DataFrame:
+    """`classify` with the default thresholds, or — where there are none (`labelable`) — every cell
+    unclassified, not near any threshold."""
+    if labelable(cells):
+        return classify(cells, default_thresholds(cells))
+    return cells.with_columns(phase=pl.lit(UNCLASSIFIED), near_boundary=pl.lit(False))
+
+
 def phase_counts(labelled: pl.DataFrame) -> pl.DataFrame:
     """Cells per phase, their fraction of the grid, and their median test accuracy where the table has one."""
     agg = [pl.len().cast(pl.Int64).alias("cells")]

@@ -9,7 +9,7 @@ import streamlit as st
 from analysis.metrics.outputs import colour_scale
 from analysis.taxonomy.cell_report import evidence
 from analysis.taxonomy.cells import cell_label, cell_models
-from analysis.taxonomy.phases import default_thresholds
+from analysis.taxonomy.phases import default_thresholds, labelable
 from dashboard.charts import line_chart, similarity_matrix
 from dashboard.glossary import cite
 from dashboard.notebook import Slice
@@ -35,7 +35,7 @@ task = TASKS[spec.task]
 
 # ----------------------------------------------------------------------------- its phase, and how sure
 cells = load_cells(zoo.root, epoch)
-if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():  # no thresholds can be derived yet
+if not labelable(cells):  # no thresholds can be derived yet
     st.info(f"No phase at epoch {epoch} yet: the zoo has no train loss or mode connectivity there "
             "(`phasezoo run <zoo>`).")
 else:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from analysis.studies.by_phase import phase_shares, with_phase
 from analysis.taxonomy.cells import metric_cells, scalar_metrics
-from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.taxonomy.phases import classify, default_thresholds, labelable
 from dashboard.charts import phase_fractions, phase_map, zoo_boxes
 from dashboard.glossary import link
 from dashboard.notebook import Slice
@@ -64,7 +64,7 @@ for path in paths:
         continue
     epoch = max(zoo.spec.analysis_epochs)
     cells = load_cells(zoo.root, epoch)
-    if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
+    if not labelable(cells):
         st.info(f"{zoo.name}: no phase labels at epoch {epoch} yet (`phasezoo run {zoo.root}`).")
         continue
     zoos.append((zoo, epoch, classify(cells, default_thresholds(cells))))

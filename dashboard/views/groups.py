@@ -14,7 +14,7 @@ from analysis.studies.groups import (
     training_curves,
 )
 from analysis.taxonomy.cells import cell_label, scalar_metrics
-from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds
+from analysis.taxonomy.phases import label_by_default
 from dashboard.charts import axis_orders, density_chart, line_chart, zoo_boxes
 from dashboard.group import current_group
 from dashboard.notebook import Slice
@@ -50,8 +50,7 @@ if not a_ids:
 epoch = pick_epoch(spec, "groups_epoch")
 with st.spinner("Labelling the cells…"):
     cells = load_cells(zoo.root, epoch)
-    labelled = (classify(cells, default_thresholds(cells)) if not cells["mc"].is_null().all()
-                else cells.with_columns(phase=pl.lit(UNCLASSIFIED)))
+    labelled = label_by_default(cells)
 c1, c2 = st.columns(2)
 versus = c1.radio("Compare with", [NONE, REST, SECOND], horizontal=True, key="groups_versus",
                   help=helptext("Group B: the other models of the cells whose phase (at this epoch) is one of "

@@ -9,7 +9,7 @@ import streamlit as st
 
 from analysis.metrics.outputs import colour_scale
 from analysis.taxonomy.cells import QUANTITIES, has_annotated, metric_cells, quantity_sources, scalar_metrics
-from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, phase_counts
+from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, labelable, phase_counts
 from dashboard import state
 from dashboard.charts import grid_heatmap, phase_map
 from dashboard.glossary import science_link
@@ -38,7 +38,7 @@ c1, c2, c3 = st.columns(3)
 with c1:
     epoch = pick_epoch(spec, "phases_epoch")
 cells = load_cells(zoo.root, epoch)
-if cells["train_loss"].is_null().all() or cells["mc"].is_null().all():
+if not labelable(cells):
     st.warning(
         "This zoo has no metrics at this epoch yet: run `phasezoo run <zoo>` first. "
         "The Zoo overview page still shows its training results."

@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.metrics.outputs import colour_scale
 from analysis.studies.cell_spectra import LAYER_METRICS, cell_densities, layer_sharpness, phase_representatives
 from analysis.taxonomy.cells import CELL_QUANTITIES, QUANTITIES, cell_label
-from analysis.taxonomy.phases import classify, default_thresholds
+from analysis.taxonomy.phases import classify, default_thresholds, labelable
 from dashboard.charts import PHASE_COLOURS, density_chart, grid_heatmap
 from dashboard.glossary import link
 from dashboard.notebook import Slice
@@ -43,7 +43,7 @@ mode = c3.radio("Cells", ["one per phase", "chosen"], horizontal=True, key="spec
                               "(default thresholds).", "phase"))
 cells = load_cells(zoo.root, epoch)
 xk, yk = spec.load.knob, spec.temperature.knob
-if mode == "one per phase" and (cells["train_loss"].is_null().all() or cells["mc"].is_null().all()):
+if mode == "one per phase" and not labelable(cells):
     st.info(f"No phase labels at epoch {epoch} (no train loss or mode connectivity yet): choose cells instead.")
     st.stop()
 if mode == "one per phase":

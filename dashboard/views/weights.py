@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.metrics.outputs import colour_scale
 from analysis.studies.embed import axis_titles, read_embeddings, read_explained_variance
 from analysis.studies.separation import knn_separation
-from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds
+from analysis.taxonomy.phases import UNCLASSIFIED, label_by_default, labelable
 from dashboard.charts import weight_space
 from dashboard.group import Group, set_group
 from dashboard.notebook import Slice
@@ -38,9 +38,8 @@ colour = c3.selectbox("Colour by", ["phase", xk, yk, "test_acc", "train_loss", "
 analysis_epoch = epoch if epoch in spec.analysis_epochs else max(spec.analysis_epochs)
 with st.spinner("Labelling the cells…"):
     cells = load_cells(zoo.root, analysis_epoch)
-    labelled = not cells["mc"].is_null().all()
-    phases = (classify(cells, default_thresholds(cells)).select(xk, yk, "phase") if labelled
-              else cells.select(xk, yk).with_columns(phase=pl.lit(UNCLASSIFIED)))
+    labelled = labelable(cells)
+    phases = label_by_default(cells).select(xk, yk, "phase")
 models = cat.filter(pl.col("epoch") == epoch).select(*CATALOG_COLUMNS, xk, yk)
 at_epoch = emb.filter(pl.col("epoch") == epoch).join(models, on="model_id").join(phases, on=[xk, yk], how="left")
 points = at_epoch.filter(pl.col("method") == method)

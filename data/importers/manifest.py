@@ -39,8 +39,8 @@ import torch
 from data.checkpoint.load import CheckpointError, load_checkpoint
 from data.cli import run_cli
 from data.importers.ptmz_layout import ImportError_, printable
-from data.importers.zoo_writer import check_new_output, write_zoo
-from data.models.archs import build_model, n_params
+from data.importers.zoo_writer import check_new_output, model_of, write_zoo
+from data.models.archs import n_params
 from data.params import SpecError
 from data.tasks.builtin import TASKS
 from data.zoo.paths import MAX_TABLE_BYTES, MAX_TEXT_BYTES, PathError, read_parquet, read_text, regular_file
@@ -219,13 +219,7 @@ def import_manifest(manifest: str | Path, describe: str | Path, out: str | Path,
         rows = []
         for i, (lv, tv, seed, epoch, rel) in enumerate(zip(loads, temps, seeds, epochs, paths)):
             cfg = ids[lv, tv, seed]
-            if cfg.model_id not in models:
-                input_shape, n_out = TASKS[spec.task].shapes(cfg.get("task_params"))
-                try:
-                    models[cfg.model_id] = build_model(spec.arch, input_shape, n_out, cfg.get("arch_params"))
-                except (SpecError, ValueError) as e:
-                    raise ImportError_(f"{name} row {i + 1}: no {spec.arch} with these parameters: {e}") from None
-            model = models[cfg.model_id]
+            model = model_of(spec, cfg, models, f"{name} row {i + 1}")
             ckpt = None
             if rel is not None:
                 where = f"{name} row {i + 1} ({printable(rel, 80)})"

@@ -39,8 +39,7 @@ from data.cli import run_cli
 from data.importers.manifest import fit_state
 from data.importers.ptmz_layout import ImportError_, printable
 from data.importers.smallcnn_format import LAYOUT, METRICS, WEIGHTS, open_weights, read_layout, unflatten
-from data.importers.zoo_writer import check_new_output, write_zoo
-from data.models.archs import build_model
+from data.importers.zoo_writer import check_new_output, model_of, write_zoo
 from data.params import SpecError
 from data.tasks.builtin import TASKS
 from data.training.train import OPTIMIZERS
@@ -188,13 +187,7 @@ def import_smallcnn(src: str | Path, out: str | Path, *, task: str | None = None
         out_rows = []
         for r in rows.iter_rows(named=True):
             cfg = ids[r["_load"], r["_temp"], r["_seed"]]
-            if cfg.model_id not in built:
-                shape, n_out = TASKS[spec.task].shapes(cfg.get("task_params"))
-                try:
-                    built[cfg.model_id] = build_model(spec.arch, shape, n_out, cfg.get("arch_params"))
-                except (SpecError, ValueError) as e:
-                    raise ImportError_(f"{METRICS} row {r['_row'] + 1}: no smallcnn for task {spec.task}: {e}") from None
-            model, epoch = built[cfg.model_id], int(r["step"])
+            model, epoch = model_of(spec, cfg, built, f"{METRICS} row {r['_row'] + 1}"), int(r["step"])
             row = weights[r["_row"]]  # one row of the memory map: bounded memory whatever N is
             ckpt = None
             if np.isfinite(row).all():

@@ -20,11 +20,26 @@ import polars as pl
 
 from data.checkpoint.load import CheckpointError, max_bytes
 from data.importers.ptmz_layout import ImportError_
+from data.models.archs import build_model
+from data.params import SpecError
+from data.tasks.builtin import TASKS
 from data.zoo.schema import CATALOG, METRICS
 from data.zoo.spec import ZooSpec, parse_spec
 from data.zoo.store import CATALOG_FILE, METRICS_FILE, SPEC, atomic_write
 
 __all__ = ["ImportError_", "check_new_output", "new_zoo_dir", "write_zoo"]
+
+
+def model_of(spec: ZooSpec, cfg, cache: dict, where: str):
+    """The model of `cfg` (one of `spec.models()`), built once per model id into `cache`; parameters its
+    architecture refuses are one ImportError_ line naming `where` (the file and row)."""
+    if cfg.model_id not in cache:
+        input_shape, n_out = TASKS[spec.task].shapes(cfg.get("task_params"))
+        try:
+            cache[cfg.model_id] = build_model(spec.arch, input_shape, n_out, cfg.get("arch_params"))
+        except (SpecError, ValueError) as e:
+            raise ImportError_(f"{where}: no {spec.arch} for task {spec.task} with these parameters: {e}") from None
+    return cache[cfg.model_id]
 
 
 def check_new_output(out: Path) -> None:

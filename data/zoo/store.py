@@ -175,19 +175,26 @@ class TableLog:
         self.table, self.pending, self.last_flush = table, [], time.monotonic()
 
 
-def read_metrics(root: Path) -> pl.DataFrame:
-    """The zoo's metrics table (validated), or an empty one if none has been computed."""
-    path = Path(root) / METRICS_FILE
+def read_table(path: Path, schema=None, what: str = "the table") -> pl.DataFrame | None:
+    """An optional table of a zoo (validated against `schema` if given), or None if the file is absent; a bad
+    file is one ZooError line that names it (`what` says which table)."""
     try:  # a regular file of bounded size (data.zoo.paths): a FIFO or a link loop is refused, not waited on
         if regular_file(path, MAX_TABLE_BYTES) is None:
-            return METRICS.empty()
-        return METRICS.validate(read_parquet(path))
+            return None
+        df = read_parquet(path)
+        return schema.validate(df) if schema is not None else df
     except PathError as e:
         raise ZooError(str(e)) from None
     except SchemaError as e:
         raise ZooError(f"{path}: {e}") from None
     except Exception as e:  # polars raises several error types for a damaged file
-        raise ZooError(f"{path}: cannot read the metrics table ({type(e).__name__}: {e})") from None
+        raise ZooError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
+
+
+def read_metrics(root: Path) -> pl.DataFrame:
+    """The zoo's metrics table (validated), or an empty one if none has been computed."""
+    table = read_table(Path(root) / METRICS_FILE, METRICS, "the metrics table")
+    return METRICS.empty() if table is None else table
 
 
 def init_zoo_dir(root: Path, spec_text: str) -> ZooSpec:
