@@ -26,6 +26,7 @@ PAGES = [("overview", "docs/overview.png", 2, 1100),
 VARIANTS = [("dark", 1500, "docs/phases-dark.png"), ("light", 820, "docs/phases-820.png")]
 # pages of the other built-in zoos, each served with that zoo picked (PHASEZOO_ZOO)
 OTHER_ZOOS = [("modadd-transformer", "", "docs/overview-modadd.png", 3, 1500),  # with the grokking delay
+              ("modadd-transformer", "training", "docs/training-modadd.png", 3, 2600),  # seven analysis epochs
               ("convection-pinn", "phases", "docs/phases-pinn.png", 2, 1100),
               ("mnist1d-cnn", "phases", "docs/phases-cnn.png", 2, 1100)]
 

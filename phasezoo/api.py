@@ -126,10 +126,16 @@ def label_cells(zoo, epoch: int | None = None,
     spread over seeds (train_loss [nats], test_acc, hessian_trace [ln of the seed mean], mc [% points of
     training error], cka, … with _std/_min/_max/_n), then `phase` (I, II, III, IV-A, IV-B or unclassified),
     the margins (`margin_loss` in decades above τ_L, `margin_mc` in points above −ε, `margin_cka` above
-    τ_C), `near_boundary`, and `epoch`, `tau_loss`, `eps_mc`, `tau_cka` — the rows `phasezoo phases` writes.
+    τ_C), `near_boundary`, `epoch`, `tau_loss`, `eps_mc`, `tau_cka`, and the label's stability over 200 seed
+    and seed-pair resamples (`stability`, `runner_up`, `runner_up_share`: analysis.taxonomy.stability) — the
+    rows `phasezoo phases` writes (data.zoo.schema.PHASE_LABELS).
 
-    `thresholds`: a Thresholds, or a mapping overriding some of the zoo-relative defaults
-    (analysis.taxonomy.phases.default_thresholds) by field: train_loss (τ_L), mc (ε), cka (τ_C), hessian."""
+    `thresholds`: a Thresholds (then fixed in every resample), or a mapping overriding some of the zoo-relative
+    defaults (analysis.taxonomy.phases.default_thresholds) by field: train_loss (τ_L), mc (ε), cka (τ_C), hessian
+    (the defaults are then re-derived on every resampled grid, the given fields kept)."""
+    from analysis.taxonomy.cells import per_unit_values
+    from analysis.taxonomy.stability import labels_table
+
     frames = _as_frames(zoo)
     spec = frames.spec
     epoch = max(spec.analysis_epochs) if epoch is None else epoch
@@ -139,8 +145,10 @@ def label_cells(zoo, epoch: int | None = None,
                        f"{sorted(frames.metrics['epoch'].unique())} (compute them with compute_metrics)")
     cells = cell_table(frames.metrics, frames.catalog, spec, epoch)
     th = _thresholds(cells, thresholds)
-    return classify(cells, th).with_columns(epoch=pl.lit(epoch, pl.Int64), tau_loss=pl.lit(th.train_loss),
-                                            eps_mc=pl.lit(th.mc), tau_cka=pl.lit(th.cka))
+    labelled = classify(cells, th).with_columns(epoch=pl.lit(epoch, pl.Int64), tau_loss=pl.lit(th.train_loss),
+                                                eps_mc=pl.lit(th.mc), tau_cka=pl.lit(th.cka))
+    rule = th if isinstance(thresholds, Thresholds) else (lambda resampled: _thresholds(resampled, thresholds))
+    return labels_table(labelled, per_unit_values(frames.metrics, frames.catalog, spec, epoch), spec, rule)
 
 
 def _thresholds(cells: pl.DataFrame, given: Thresholds | Mapping[str, float] | None) -> Thresholds:

@@ -94,3 +94,33 @@ def private_cache(tmp_path_factory):
         mp.setenv("PHASEZOO_CACHE", str(mine))
         yield mine
 
+
+
+class Recorder:
+    """A scikit-learn-style classifier that records the rows of every fit (`Recorder.fits`, reset by the test)
+    and surely predicts its first class: for checking what a validation trains on."""
+
+    fits: list = []
+
+    def get_params(self, deep=False):
+        return {}
+
+    def set_params(self, **_):
+        return self
+
+    def fit(self, X, y):
+        import numpy as np
+
+        Recorder.fits.append(np.array(X, copy=True))
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        import numpy as np
+
+        return np.full(len(X), self.classes_[0])
+
+    def predict_proba(self, X):
+        import numpy as np
+
+        return np.eye(len(self.classes_))[np.zeros(len(X), int)]

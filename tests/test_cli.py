@@ -62,6 +62,9 @@ BAD_INPUT = {  # the one-line `error:` exit (data.cli.run_cli) of each command o
     "import-manifest": ["{tmp}/missing.csv", "--describe", "{tmp}/zoo.toml", "--out", "{tmp}/zoo"],
     "import-smallcnn": ["{tmp}/missing", "--out", "{tmp}/zoo"],
     "export": ["{tmp}/missing", "--out", "{tmp}/zoo"],
+    "advise": ["--zoo", "{tmp}/missing", "--cell", "1,1"],
+    "benchmark": ["{tmp}/missing"],
+    "coverage": ["--zoo", "missing={tmp}/missing"],
 }
 
 

@@ -3,7 +3,7 @@ animated phase map (one frame per analysis epoch)."""
 import polars as pl
 import pytest
 
-from analysis.taxonomy.evolution import changes, label_epochs, transitions
+from analysis.taxonomy.evolution import changes, histories, label_epochs, transitions
 from dashboard.charts.evolution import changes_chart, phase_map_frames, phase_strip
 from data.zoo.spec import parse_spec
 from tests.conftest import TINY_SPEC
@@ -118,8 +118,9 @@ def test_the_training_page_on_the_default_zoo():
     for f in animated["frames"]:
         shown = Counter(t.split(" ")[0] for row in f["data"][0]["text"] for t in row if t)
         assert shown == Counter(frame.filter(pl.col("epoch") == int(f["name"]))["phase"].to_list())
-    moved = at.dataframe[0].value
+    summary, moved = at.dataframe[0].value, at.dataframe[1].value  # per cell, then every change
     assert sum(bars["data"][0]["y"]) == len(moved)  # two analysis epochs: every transition is in the one bar
+    assert summary["changes"].sum() == len(moved) and len(summary) == len(frame.select("width", "batch_size").unique())
     at.selectbox(key="training_load").set_value(moved["width"][0]).run()
     at.selectbox(key="training_temperature").set_value(moved["batch_size"][0]).run()
     strip = json.loads(at.get("plotly_chart")[2].proto.spec)
@@ -169,3 +170,26 @@ def test_the_pages_snippets_load_what_its_charts_draw():
     assert sorted(labels["epoch"].unique()) == [150, 300]  # the default zoo's analysis epochs
     assert list(changed["data"][0]["y"]) == counts["changed"].to_list()
     assert list(strip["data"][0]["y"]) == history.sort("epoch")["phase"].to_list()
+
+
+def test_histories_summarise_each_cell_once_with_the_epoch_of_every_change():
+    labelled = history([(4, 16, 100, "III"), (4, 16, 250, "III"), (4, 16, 500, "IV-B"), (4, 16, 1000, "II"),
+                        (64, 16, 100, "I"), (64, 16, 1000, "I")])
+    h = histories(labelled, "width", "batch_size")
+    assert h.rows() == [(4, 16, "III@100 → IV-B@500 → II@1000", 2, 500, 1000, "II"),
+                        (64, 16, "I@100", 0, None, None, "I")]
+    # the same changes as the transition table, cell for cell
+    moved = transitions(labelled, "width", "batch_size")
+    assert h["changes"].sum() == moved.height
+
+
+def test_a_change_between_two_stable_labels_is_firm():
+    labelled = history([(4, 16, 100, "III"), (4, 16, 250, "IV-B"), (4, 16, 500, "IV-A"),
+                        (64, 16, 100, "I"), (64, 16, 250, "II")]).with_columns(
+        stability=pl.Series([0.9, 0.95, 0.5, 1.0, None]))
+    moved = transitions(labelled, "width", "batch_size")
+    # 0.9 → 0.95: firm; 0.95 → 0.5: the new label is unstable; 1.0 → unknown (one seed): not firm
+    assert moved.select("from_phase", "to_phase", "firm").rows() == [("III", "IV-B", True), ("IV-B", "IV-A", False),
+                                                                     ("I", "II", False)]
+    assert moved["from_stability"].to_list() == [0.9, 0.95, 1.0]
+    assert "firm" not in transitions(labelled.drop("stability"), "width", "batch_size").columns

@@ -166,7 +166,8 @@ def test_summary_and_json_carry_what_qualifies_the_verdict(report):
     assert [c["symbol"] for c in d["rule"]["checks"] if c["near"]] == ["τ_C"]
 
 
-def test_the_page_shows_a_plain_probability_the_threshold_and_the_candidates(report, monkeypatch, tmp_path):
+def upload_page(report: V.Report, monkeypatch, tmp_path) -> AppTest:
+    """The upload page after one file was dropped on it, `report` standing in for its analysis."""
     monkeypatch.setenv("PHASEZOO_UPLOAD_WORKERS", "0")
     monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path))
     monkeypatch.setattr(V, "analyse", lambda files, *a, **k: [report for _ in files])
@@ -175,6 +176,11 @@ def test_the_page_shows_a_plain_probability_the_threshold_and_the_candidates(rep
     at.switch_page("views/upload.py").run()
     at.file_uploader(key="upload_files").set_value([("mine.safetensors", b"x", "application/octet-stream")]).run()
     assert not at.exception, at.exception
+    return at
+
+
+def test_the_page_shows_a_plain_probability_the_threshold_and_the_candidates(report, monkeypatch, tmp_path):
+    at = upload_page(report, monkeypatch, tmp_path)
     metrics = {m.label: m for m in at.metric}
     assert metrics["Phase (classifier)"].value == "IV-B"
     assert all(not m.proto.delta for m in at.metric)  # no delta chip: a probability is not a gain

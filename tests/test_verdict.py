@@ -21,7 +21,6 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file, save, save_file
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 import analysis.upload.verdict as V
 from analysis.taxonomy.classifier import FEATURES, training_set, validate
@@ -29,8 +28,8 @@ from analysis.taxonomy.phases import Thresholds, label
 from analysis.upload.recognise import nearest_value, recognise
 from analysis.upload.report import KnobValue
 from data.models.archs import build_model, match_shapes
-from data.zoo.store import Zoo, builtin_zoos
-from tests.conftest import DEFAULT_ZOO, private_cache
+from data.zoo.store import Zoo, builtin_zoos, read_metrics
+from tests.conftest import DEFAULT_ZOO, Recorder, private_cache
 
 EPOCH = 300  # the default zoo's last analysis epoch: what the verdict compares against
 W16 = "width016-batch_size0016-s1"  # phase II with wide margins on every rule quantity
@@ -212,32 +211,18 @@ def test_validate_leave_one_cell_out_beats_the_majority(table):
     assert s.scheme == "held-out seed" and s.folds == 3 and np.array(s.confusion).sum() == 384
 
 
-class _Recorder(ClassifierMixin, BaseEstimator):
-    """A classifier that records the rows it is trained on and predicts the first label."""
-
-    fits: list = []
-
-    def fit(self, X, y):
-        _Recorder.fits.append(np.array(X, copy=True))
-        self.classes_ = np.unique(y)
-        return self
-
-    def predict(self, X):
-        return np.full(len(X), self.classes_[0])
-
-
 def test_leave_one_cell_out_never_trains_on_the_held_out_cell(table):
     from analysis.taxonomy.classifier import design
 
     X = np.nan_to_num(design(table), nan=-12345.0)
     key = {r.tobytes(): c for r, c in zip(X, table["cell"].to_list())}
     assert len(key) == table.height  # every row identifiable by its features
-    _Recorder.fits = []
-    validate(table, "cell", estimator=_Recorder())
-    assert len(_Recorder.fits) == 64
+    Recorder.fits = []
+    validate(table, "cell", estimator=Recorder())
+    assert len(Recorder.fits) == 64
     cells = set(table["cell"])
     held_out = []
-    for rows in _Recorder.fits:
+    for rows in Recorder.fits:
         seen = [key[r.tobytes()] for r in np.nan_to_num(rows, nan=-12345.0)]
         missing = cells - set(seen)
         assert len(missing) == 1  # exactly one cell absent, all of its rows
@@ -360,10 +345,42 @@ def test_summary_of_a_zoo_checkpoint(w16):
 
 
 @pytest.mark.slow
+def test_an_mlp_upload_skips_the_stochastic_traces_its_exact_trace_replaces(w16, zoo_metrics):
+    names = {m.metric for m in w16.metrics}
+    assert {"hessian_trace_exact", "hessian_top_eigenvalue", "hessian_esd"} <= names
+    assert not names & {"hessian_trace_hutchpp", "hessian_trace_hutchinson"}
+    exact = next(m.value for m in w16.metrics if m.metric == "hessian_trace_exact")
+    assert next(e.value for e in w16.evidence if e.quantity == "hessian_trace") == pytest.approx(exact)
+    # the added parameter at its default leaves the stored rows' hash, so the zoo's rows stay current
+    from analysis.metrics.catalog import get_metric
+
+    stored = zoo_metrics.filter(pl.col("metric") == "hessian_top_eigenvalue")["params_hash"].unique().to_list()
+    assert stored == [get_metric("hessian").params_hash]
+    assert get_metric("hessian").with_params(stochastic_traces=False).params_hash not in stored
+
+
+@pytest.mark.slow
+def test_an_upload_is_told_what_to_change(w16):
+    """Its advice is the zoo map's own (analysis.taxonomy.advice) from its cell, with its own phase and score."""
+    from analysis.taxonomy.advice import advise, scored_labels
+    from analysis.taxonomy.cells import cell_table
+
+    zoo = Zoo.open(DEFAULT_ZOO)
+    metrics = read_metrics(zoo.root)
+    labelled = scored_labels(cell_table(metrics, zoo.catalog, zoo.spec, EPOCH), metrics, zoo.catalog, zoo.spec, EPOCH)
+    own = next(m.value for m in w16.metrics if m.metric == "test_acc" and m.split == "test" and m.layer is None)
+    expected = advise(labelled, zoo.spec, 16, 16, phase=w16.phase, score=own)
+    assert w16.advice == expected.words() and expected.moves  # phase II: the nearest IV-B cells, nearest first
+    assert all(m.phase_to == "IV-B" for m in expected.moves)
+    assert "  what to change: " + w16.advice.splitlines()[0] in V.summary(w16)
+
+
+@pytest.mark.slow
 def test_report_json_round_trip(w16):
     again = V.Report.from_json(w16.to_json())
     assert again.to_json() == w16.to_json()
     assert again.rule == w16.rule and again.placement == w16.placement and again.cell == w16.cell
+    assert again.advice == w16.advice
 
 
 # ----------------------------------------------------------------------------- 5. a perturbed copy, batch size given

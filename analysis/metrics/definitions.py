@@ -105,7 +105,9 @@ def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: floa
 # ----------------------------------------------------------------------------- Hessian
 # version 3: Hutch++ with a two-stage probe count and an honest stderr (analysis.kernels.spectral.hutchpp); only the
 # hessian_trace_hutchpp rows changed, so analysis.runner.recompute carries the others over
-@register("hessian", scope="model", needs_data=True, version=3, outputs=[
+# `stochastic_traces` (added later; its default leaves the stored rows' hash alone): False skips Hutch++ and
+# Hutchinson, for a caller that has the exact trace already (an upload of a ReLU MLP: hessian_trace_exact)
+@register("hessian", scope="model", needs_data=True, version=3, added=["stochastic_traces"], outputs=[
     Output("hessian_top_eigenvalue", "higher = sharper minimum", log_scale=True, role="sharpness",
            coord="rank", aggregate=LOG_MEAN, label="top Hessian eigenvalue"),
     Output("hessian_trace_hutchpp", "higher = sharper minimum", log_scale=True, role="sharpness",
@@ -117,7 +119,8 @@ def grokking(m: ModelInput, *, fit_threshold: float = 0.99, test_threshold: floa
 def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int = 10, batch_size: int = 64,
             k: int = 3, tol: float = 1e-4, max_iter: int = 100, gradient_start: bool = True, sketch: int = 20,
             rtol: float = 0.02,
-            hutchinson_probes: int = 100, slq_probes: int = 5, slq_steps: int = 60, seed: int = 0) -> list[Value]:
+            hutchinson_probes: int = 100, slq_probes: int = 5, slq_steps: int = 60, seed: int = 0,
+            stochastic_traces: bool = True) -> list[Value]:
     """Hessian of the task's loss (mean cross-entropy; the PINN loss on the training points, the MSE against
     the exact solution on the test grid) on a fixed probe set (PTMZ: 10 × 64 examples) per split, eval mode:
     top-k eigenvalues by Lanczos (stderr = the Ritz residual; the Krylov space starts from the loss
@@ -134,9 +137,10 @@ def hessian(m: ModelInput, *, splits: tuple[str, ...] = SPLITS, n_batches: int =
                                start=H.gradient() if gradient_start else None)
             out += [Value("hessian_top_eigenvalue", v, r, split, coord=float(i + 1))
                     for i, (v, r) in enumerate(zip(eig.values.tolist(), eig.residuals.tolist()))]
-            out.append(_hutchpp_value(H, "hessian_trace_hutchpp", split, None, sketch, rtol, seed))
-            th = hutchinson(H.matvec, H.n, hutchinson_probes, seed=seed, device=dev)
-            out.append(Value("hessian_trace_hutchinson", th.value, th.stderr, split))
+            if stochastic_traces:
+                out.append(_hutchpp_value(H, "hessian_trace_hutchpp", split, None, sketch, rtol, seed))
+                th = hutchinson(H.matvec, H.n, hutchinson_probes, seed=seed, device=dev)
+                out.append(Value("hessian_trace_hutchinson", th.value, th.stderr, split))
             dens = slq_density(H.matvec, H.n, probes=slq_probes, steps=slq_steps, grid_points=200, seed=seed,
                                device=dev)
             out += [Value("hessian_esd", d, None, split, coord=g)

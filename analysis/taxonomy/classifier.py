@@ -10,21 +10,25 @@ labelled with its cell's phase at that epoch.
 The estimator is a scikit-learn pipeline (median imputation, standardisation, multinomial logistic
 regression with balanced class weights): any estimator with the same contract can replace it. Honest
 validation holds out whole cells (leave-one-cell-out: the cell's seeds and epochs never train the model
-that predicts them) or whole seeds.
+that predicts them) or whole seeds, or whole zoos (leave-one-zoo-out: trained on the other zoos); each scheme's
+out-of-fold probabilities get their reliability bins and expected calibration error
+(analysis.taxonomy.calibration).
 
-    phasezoo classifier data/zoos/mnist1d-mlp      # validation: accuracy, confusion matrix
+    phasezoo classifier data/zoos/mnist1d-mlp      # validation: accuracy, confusion matrix, calibration
+    phasezoo classifier data/zoos/*                # also leave-one-zoo-out: each zoo by the others' classifier
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from analysis.taxonomy.calibration import Calibration, calibration, top_class
 from analysis.taxonomy.cells import CELL_QUANTITIES, unit_values
 from analysis.taxonomy.phases import UNCLASSIFIED, classify, default_thresholds, zoo_cells
 from data.cli import run_cli
@@ -163,73 +167,158 @@ def design(table: pl.DataFrame, features: Sequence[str] = FEATURES) -> np.ndarra
 
 @dataclass(frozen=True)
 class Validation:
-    """How well the classifier predicts models it never saw: its cross-validated figures (`validate`)."""
+    """How well the classifier predicts models it never saw: its cross-validated figures (`validate`), or a
+    classifier trained on other zoos predicting this one (`leave_one_zoo_out`), with the calibration of its
+    held-out probabilities (analysis.taxonomy.calibration)."""
 
-    scheme: str  # "leave-one-cell-out" or "held-out seed"
+    scheme: str  # "leave-one-cell-out", "held-out seed" or "leave-one-zoo-out"
     n: int  # predictions (models × epochs)
     folds: int
     accuracy: float
-    baseline: float  # accuracy of always predicting the most common phase
+    baseline: float  # accuracy of always predicting the most common phase (of the training zoos: leave-one-zoo-out)
     labels: tuple[str, ...]
     confusion: tuple[tuple[int, ...], ...]  # rows: true phase, columns: predicted (in `labels` order)
+    calibration: Calibration | None = None  # None: the estimator gives no probabilities
+    trained_on: tuple[str, ...] = ()  # leave-one-zoo-out: the zoos the classifier was trained on
 
     def words(self) -> str:
         """"held-out accuracy 0.81 (leave-one-cell-out, 64 folds, n = 384; always the most common phase: 0.38)"."""
-        return (f"held-out accuracy {self.accuracy:.2f} ({self.scheme}, {self.folds} folds, n = {self.n}; "
+        how = (f"trained on {len(self.trained_on)} other zoo(s)" if self.scheme == ZOO_SCHEME
+               else f"{self.folds} folds")
+        return (f"held-out accuracy {self.accuracy:.2f} ({self.scheme}, {how}, n = {self.n}; "
                 f"always the most common phase: {self.baseline:.2f})")
 
     @classmethod
     def from_dict(cls, d) -> Validation:
+        cal = d.get("calibration")
         return cls(d["scheme"], d["n"], d["folds"], d["accuracy"], d["baseline"], tuple(d["labels"]),
-                   tuple(tuple(r) for r in d["confusion"]))
+                   tuple(tuple(r) for r in d["confusion"]), Calibration.from_dict(cal) if cal is not None else None,
+                   tuple(d.get("trained_on", ())))
 
     def markdown(self) -> str:
         head = "| true \\ predicted | " + " | ".join(self.labels) + " | recall |"
         rows = [head, "|" + "---|" * (len(self.labels) + 2)]
         for lab, row in zip(self.labels, self.confusion):
-            recall = row[self.labels.index(lab)] / sum(row) if sum(row) else float("nan")
-            rows.append(f"| **{lab}** | " + " | ".join(str(v) for v in row) + f" | {recall:.2f} |")
+            recall = f"{row[self.labels.index(lab)] / sum(row):.2f}" if sum(row) else "—"  # a phase it never holds
+            rows.append(f"| **{lab}** | " + " | ".join(str(v) for v in row) + f" | {recall} |")
         return "\n".join(rows)
+
+
+ZOO_SCHEME = "leave-one-zoo-out"
+
+
+def _fold(estimator, x_train, y_train, x_held, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """One fold's predictions on `x_held` and their probabilities [held, labels] (columns in `labels` order, a
+    phase the fold never saw at 0); None where the estimator gives no probabilities."""
+    from sklearn.base import clone
+
+    seen = np.unique(y_train)
+    proba = np.zeros((len(x_held), len(labels)))
+    if len(seen) == 1:  # the other cells hold one phase; a fit needs two, the answer is that one, surely
+        proba[:, labels.index(seen[0])] = 1.0
+        return np.full(len(x_held), seen[0], dtype=object), proba
+    est = clone(estimator or make_classifier()).fit(x_train, y_train)
+    if not hasattr(est, "predict_proba"):
+        return est.predict(x_held), None
+    p = est.predict_proba(x_held)
+    for j, c in enumerate(est.classes_):
+        proba[:, labels.index(c)] = p[:, j]
+    return est.predict(x_held), proba
+
+
+def _validation(scheme: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, labels: tuple[str, ...],
+                folds: int, majority: str, trained_on: tuple[str, ...] = ()) -> Validation:
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=list(labels))
+    cal = calibration(*top_class(proba, labels, y), scheme) if proba is not None else None
+    return Validation(scheme, len(y), folds, float((pred == y).mean()), float((y == majority).mean()), labels,
+                      tuple(tuple(int(v) for v in r) for r in cm), cal, trained_on)
 
 
 def validate(table: pl.DataFrame, scheme: str = "cell", estimator=None,
              features: Sequence[str] = FEATURES) -> Validation:
-    """Cross-validated predictions with whole cells (`cell`) or whole seeds (`seed`) held out, on `features`."""
-    from sklearn.base import clone
-    from sklearn.metrics import confusion_matrix
+    """Cross-validated predictions with whole cells (`cell`) or whole seeds (`seed`) held out, on `features`,
+    and the calibration of their out-of-fold probabilities."""
     from sklearn.model_selection import LeaveOneGroupOut
 
     groups = table["cell" if scheme == "cell" else "seed"].to_numpy()
     y = table["phase"].to_numpy()
     x = design(table, features)
-    pred = np.empty_like(y)
-    for train, held in LeaveOneGroupOut().split(x, y, groups):
-        seen = np.unique(y[train])
-        if len(seen) == 1:  # a small zoo: the other cells hold one phase; a fit needs two, the answer is that one
-            pred[held] = seen[0]
-        else:
-            pred[held] = clone(estimator or make_classifier()).fit(x[train], y[train]).predict(x[held])
     labels = tuple(sorted(set(y)))
-    cm = confusion_matrix(y, pred, labels=list(labels))
+    pred = np.empty_like(y)
+    proba: np.ndarray | None = np.zeros((len(y), len(labels)))
+    for train, held in LeaveOneGroupOut().split(x, y, groups):
+        pred[held], p = _fold(estimator, x[train], y[train], x[held], labels)
+        proba = None if p is None or proba is None else proba
+        if proba is not None:
+            proba[held] = p
     majority = max(labels, key=lambda lab: (y == lab).sum())
-    return Validation("leave-one-cell-out" if scheme == "cell" else "held-out seed", len(y), len(set(groups)),
-                      float((pred == y).mean()), float((y == majority).mean()), labels,
-                      tuple(tuple(int(v) for v in r) for r in cm))
+    return _validation("leave-one-cell-out" if scheme == "cell" else "held-out seed", y, pred, proba, labels,
+                       len(set(groups)), majority)
+
+
+def leave_one_zoo_out(tables: Mapping[str, pl.DataFrame], held: str, features: Sequence[str] = FEATURES,
+                      estimator=None) -> Validation:
+    """The classifier trained on every zoo of `tables` (name -> training_set) but `held`, predicting `held`'s
+    models: how its probabilities hold up on a zoo it never saw (other task, architecture, loss scale). The
+    features are the same names in every zoo; one a zoo lacks is null there, and the imputer fills it. The
+    baseline is the training zoos' most common phase (all that a classifier learning nothing would say)."""
+    if held not in tables:
+        raise ValueError(f"no zoo {held!r} among {sorted(tables)}")
+    others = tuple(name for name in tables if name != held)
+    if not others:
+        raise ValueError(f"leave-one-zoo-out needs a zoo besides {held!r}")
+    train = pl.concat([tables[name].select("phase", *features) for name in others])
+    target = tables[held]
+    y, y_train = target["phase"].to_numpy(), train["phase"].to_numpy()
+    labels = tuple(sorted(set(y) | set(y_train)))
+    pred, proba = _fold(estimator, design(train, features), y_train, design(target, features), labels)
+    majority = max(sorted(set(y_train)), key=lambda lab: (y_train == lab).sum())
+    return _validation(ZOO_SCHEME, y, np.asarray(pred, dtype=object), proba, labels, 1, majority, others)
+
+
+def _scheme_lines(v: Validation) -> str:
+    cal = f"; calibration: {v.calibration.words()}" if v.calibration else ""
+    how = f"trained on {', '.join(v.trained_on)}" if v.scheme == ZOO_SCHEME else f"{v.folds} folds"
+    return (f"\n{v.scheme} ({how}): accuracy {v.accuracy:.3f} (always the most common phase: {v.baseline:.3f}){cal}"
+            f"\n{v.markdown()}" + (f"\n\nreliability ({v.scheme}):\n{v.calibration.markdown()}" if v.calibration else ""))
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.taxonomy.classifier") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("zoo")
+    ap.add_argument("zoo", nargs="+", help="a zoo directory; several (e.g. data/zoos/*): each validated on its "
+                    "own, then each predicted by a classifier trained on the others (leave-one-zoo-out)")
     args = ap.parse_args(argv)
 
     def body() -> int:
-        table = training_set(args.zoo)
-        counts = dict(table.group_by("phase").len().sort("phase").rows())
-        print(f"{args.zoo}: {table.height} labelled models (models × analysis epochs); per phase: {counts}")
-        for scheme in ("cell", "seed"):
-            v = validate(table, scheme)
-            print(f"\n{v.scheme} ({v.folds} folds): accuracy {v.accuracy:.3f} "
-                  f"(always the most common phase: {v.baseline:.3f})\n{v.markdown()}")
+        from pathlib import Path
+
+        names = [Path(z).resolve().name for z in args.zoo]
+        if len(set(names)) < len(names):
+            raise ValueError(f"a zoo is named twice among {args.zoo}")
+        tables, ece = {}, {}
+        for name, root in zip(names, args.zoo):
+            table = tables[name] = training_set(root)
+            counts = dict(table.group_by("phase").len().sort("phase").rows())
+            print(f"{root}: {table.height} labelled models (models × analysis epochs); per phase: {counts}")
+            for scheme in ("cell", "seed"):
+                v = validate(table, scheme)
+                ece[name, v.scheme] = v.calibration
+                print(_scheme_lines(v))
+            print()
+        if len(tables) > 1:
+            print(f"{ZOO_SCHEME}: each zoo predicted by the classifier trained on the {len(tables) - 1} others")
+            for name in tables:
+                v = leave_one_zoo_out(tables, name)
+                ece[name, v.scheme] = v.calibration
+                print(f"\n{name}:" + _scheme_lines(v))
+        schemes = list(dict.fromkeys(s for _, s in ece))
+        print("\nexpected calibration error (top-class probability; 95 % bootstrap interval):\n"
+              "| zoo | " + " | ".join(schemes) + " |\n|" + "---|" * (len(schemes) + 1))
+        for name in tables:
+            print(f"| {name} | " + " | ".join(f"{c.ece:.3f} ({c.ece_low:.3f}–{c.ece_high:.3f})"
+                                               if (c := ece.get((name, s))) else "—" for s in schemes) + " |")
         return 0
 
     return run_cli(body)

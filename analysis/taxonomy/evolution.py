@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from analysis.taxonomy.phases import label_by_default
+from analysis.taxonomy.stability import UNSTABLE
 
 
 def label_epochs(cells_by_epoch: Mapping[int, pl.DataFrame]) -> pl.DataFrame:
@@ -28,13 +29,22 @@ def label_epochs(cells_by_epoch: Mapping[int, pl.DataFrame]) -> pl.DataFrame:
 def transitions(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame:
     """One row per change of a cell's phase between consecutive analysis epochs (at which that cell has a
     label): the knobs, `epoch` (the first epoch with the new phase), `previous_epoch`, `from_phase`,
-    `to_phase`; sorted by cell and epoch."""
+    `to_phase`; sorted by cell and epoch. Where `labelled` has the bootstrap's `stability`
+    (analysis.taxonomy.stability), also `from_stability`, `to_stability` and `firm`: both labels kept by at
+    least UNSTABLE of the resamples — a change between two such labels is not a resampling artefact."""
     keys = [load, temperature]
-    return (labelled.select(*keys, "epoch", "phase").sort(*keys, "epoch")
-            .with_columns(from_phase=pl.col("phase").shift(1).over(keys),
-                          previous_epoch=pl.col("epoch").shift(1).over(keys))
-            .filter(pl.col("from_phase").is_not_null() & (pl.col("from_phase") != pl.col("phase")))
-            .select(*keys, "epoch", "previous_epoch", "from_phase", pl.col("phase").alias("to_phase")))
+    has = "stability" in labelled.columns
+    out = (labelled.select(*keys, "epoch", "phase", *(["stability"] if has else [])).sort(*keys, "epoch")
+           .with_columns(pl.col("phase").shift(1).over(keys).alias("from_phase"),
+                         pl.col("epoch").shift(1).over(keys).alias("previous_epoch"),
+                         *([pl.col("stability").shift(1).over(keys).alias("from_stability")] if has else []))
+           .filter(pl.col("from_phase").is_not_null() & (pl.col("from_phase") != pl.col("phase"))))
+    if has:
+        out = out.with_columns(to_stability=pl.col("stability"),
+                               firm=((pl.col("from_stability") >= UNSTABLE) & (pl.col("stability") >= UNSTABLE))
+                               .fill_null(False))
+    return out.select(*keys, "epoch", "previous_epoch", "from_phase", pl.col("phase").alias("to_phase"),
+                      *(["from_stability", "to_stability", "firm"] if has else []))
 
 
 def changes(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame:
@@ -50,3 +60,22 @@ def changes(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame
         rows.append({"previous_epoch": before, "epoch": after, "cells": both.height, "changed": changed})
     return pl.DataFrame(rows, schema={"previous_epoch": pl.Int64, "epoch": pl.Int64, "cells": pl.Int64,
                                       "changed": pl.Int64})
+
+
+def histories(labelled: pl.DataFrame, load: str, temperature: str) -> pl.DataFrame:
+    """The phase-transition summary: one row per cell labelled at some analysis epoch — the knobs, `path` (its
+    phases in order, each with the first analysis epoch showing it: "III@100 → IV-B@500"), `changes` (how many
+    times its phase changed), `first_change` and `last_change` (the first analysis epochs showing a new phase;
+    null for a cell that never changed) and `final_phase` (its label at its last labelled epoch); sorted by
+    the knobs. `path` leaves out a run of the same phase: III at 100, 250 and 500 is "III@100"."""
+    keys = [load, temperature]
+    runs = (labelled.select(*keys, "epoch", "phase").sort(*keys, "epoch")
+            .with_columns(new=(pl.col("phase") != pl.col("phase").shift(1).over(keys)).fill_null(True))
+            .filter(pl.col("new")))
+    return (runs.group_by(keys, maintain_order=True)
+            .agg(path=pl.concat_str("phase", pl.lit("@"), pl.col("epoch").cast(pl.String)).str.join(" → "),
+                 changes=(pl.len() - 1).cast(pl.Int64),
+                 first_change=pl.col("epoch").slice(1, 1).first(),  # null: a single run
+                 last_change=pl.when(pl.len() > 1).then(pl.col("epoch").last()),
+                 final_phase=pl.col("phase").last())
+            .sort(keys))

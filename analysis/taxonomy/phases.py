@@ -209,22 +209,32 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.taxo
 
     def body() -> int:
         if args.zoo:
-            from data.zoo.store import Zoo
+            from analysis.taxonomy.cells import per_unit_values
+            from analysis.taxonomy.stability import labels_table, stability_summary
+            from data.zoo.store import Zoo, read_metrics
 
             zoo = Zoo.open(args.zoo)
             load, temp = zoo.spec.load, zoo.spec.temperature
+            metrics = read_metrics(zoo.root)
+            # the bootstrap re-derives the defaults on every resampled grid; thresholds given here stay fixed
+            rule = lambda resampled: _override(default_thresholds(resampled, mc_eps=args.eps_mc), args)
             frames, texts = [], []
             for epoch in [args.epoch] if args.epoch is not None else sorted(zoo.spec.analysis_epochs):
                 cells = zoo_cells(args.zoo, epoch)[2]
                 th = _override(default_thresholds(cells, mc_eps=args.eps_mc), args)
                 lab = classify(cells, th)
-                frames.append(lab.with_columns(epoch=pl.lit(epoch, pl.Int64), tau_loss=pl.lit(th.train_loss),
-                                               eps_mc=pl.lit(th.mc), tau_cka=pl.lit(th.cka)))
+                lab = labels_table(lab.with_columns(epoch=pl.lit(epoch, pl.Int64), tau_loss=pl.lit(th.train_loss),
+                                                    eps_mc=pl.lit(th.mc), tau_cka=pl.lit(th.cka)),
+                                   per_unit_values(metrics, zoo.catalog, zoo.spec, epoch), zoo.spec, rule)
+                frames.append(lab)
                 texts.append(f"{zoo.name}, epoch {epoch}\n"
                              + grid_text(lab, load.knob, temp.knob, load.increases, temp.increases) + "\n"
-                             + "thresholds: " + _th_text(th) + "\n" + phase_summary(lab))
+                             + "thresholds: " + _th_text(th) + "\n" + phase_summary(lab) + "\n"
+                             + stability_summary(lab, (load.knob, temp.knob)))
             labelled = pl.concat(frames)
             out = args.out or zoo.root / "phases.parquet"
+            if len(frames) > 1:
+                texts.append(_history_text(labelled, load.knob, temp.knob))
             text = "\n\n".join(texts)
         else:
             cols = _mapping(args.col)
@@ -253,6 +263,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m analysis.taxo
         return 0
 
     return run_cli(body)
+
+
+def _history_text(labelled: pl.DataFrame, load: str, temperature: str) -> str:
+    """Phases over training, for the CLI: how many cells changed, how many changes join two stable labels, and
+    each changing cell's path (analysis.taxonomy.evolution)."""
+    from analysis.taxonomy.evolution import histories, transitions
+    from analysis.taxonomy.stability import UNSTABLE
+
+    moved, paths = transitions(labelled, load, temperature), histories(labelled, load, temperature)
+    head = (f"phases over training: {moved.height} changes in {paths.filter(pl.col('changes') > 0).height} of "
+            f"{paths.height} cells, {int(moved['firm'].sum())} between two labels kept by ≥ {UNSTABLE:g} of the resamples")
+    return "\n".join([head, *(f"  {r[load]}/{r[temperature]}: {r['path']}"
+                               for r in paths.filter(pl.col("changes") > 0).iter_rows(named=True))])
 
 
 def _th_text(th: Thresholds) -> str:

@@ -18,8 +18,8 @@ from data.tasks.builtin import cache_dir
 from data.zoo.store import Zoo, atomic_write
 
 # bump when the analysis or the report's form changes: cached reports are recomputed (3: typed; 4: threshold
-# checks, knob estimates, the classifier's validation)
-VERSION = 4
+# checks, knob estimates, the classifier's validation; 5: calibration, the weights-only verdict, what to change)
+VERSION = 5
 
 
 def key(ck: Checkpoint, zoos: Sequence[Zoo], given: Mapping, epoch: int | None, companions: set[str]) -> str:

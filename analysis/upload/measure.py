@@ -26,9 +26,12 @@ from data.zoo.store import Zoo
 
 log = logging.getLogger("phasezoo.verdict")
 UPLOAD = "upload"  # the model_id of the uploaded model in metric rows
-QUICK = ("performance", "weights", "hessian_trace_exact")  # milliseconds: in this process, before the rest
-# The upload's Hessian on the training probe set only: the taxonomy and the classifier use that split.
+# The upload's Hessian on the training probe set only: the taxonomy and the classifier use that split. Where its
+# exact trace was measured (QUICK's hessian_trace_exact: a ReLU MLP), the stochastic traces are skipped: every
+# reader takes the exact one first (analysis.taxonomy.cells.QUANTITIES), and they are ~120 of its ~420 HVPs.
 HESSIAN = ("hessian", {"splits": ("train",)})
+EXACT_TRACE = "hessian_trace_exact"
+QUICK = ("performance", "weights", EXACT_TRACE)  # milliseconds: in this process, before the rest
 PAIRS = ("cka_logits_test", "mc_linear", "mc_bezier")
 Progress = Callable[[str, float], None]  # (what is being done, fraction done)
 
@@ -125,14 +128,16 @@ def submit(executor: Executor | None, fn, *args) -> Future:
 
 def measure_slow(executor: Executor | None, root: str, epoch: int, arch_params: Mapping, me: tuple,
                  others: Sequence[tuple], pairs: Sequence[str], device: str, task_knobs: tuple,
-                 progress: Progress, data: str | TaskData | None = None) -> tuple[list[dict], list[str], list[str]]:
-    """Its Hessian, and the `pairs` metrics with each of `others`, as jobs on `executor`: (rows, one line per
-    job that failed, the metrics of its own that failed). A job that fails (in a worker too) is that
-    measurement's failure, not the whole file's; a caller that stops half-way leaves no work queued."""
+                 progress: Progress, data: str | TaskData | None = None,
+                 exact_trace: bool = False) -> tuple[list[dict], list[str], list[str]]:
+    """Its Hessian (without the stochastic traces where `exact_trace`: its exact trace is measured), and the
+    `pairs` metrics with each of `others`, as jobs on `executor`: (rows, one line per job that failed, the
+    metrics of its own that failed). A job that fails (in a worker too) is that measurement's failure, not the
+    whole file's; a caller that stops half-way leaves no work queued."""
     params = dict(arch_params)
-    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [HESSIAN], device, task_knobs,
-                                                data):
-            ("Hessian", HESSIAN[0])}
+    hessian = (HESSIAN[0], {**HESSIAN[1], "stochastic_traces": False} if exact_trace else HESSIAN[1])
+    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [hessian],
+                                                         device, task_knobs, data): ("Hessian", HESSIAN[0])}
     jobs |= {submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in pairs], device,
                     task_knobs, data): (f"pairing with {o[1]}", None) for o in others}
     rows: list[dict] = []

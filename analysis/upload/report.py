@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.taxonomy.calibration import Check
 from analysis.taxonomy.cell_report import ThresholdCheck
 from analysis.taxonomy.classifier import Validation
 from analysis.taxonomy.phases import UNCLASSIFIED
@@ -210,6 +211,13 @@ class ClassifierVerdict:
     outside: Mapping[str, FeatureRange]
     withheld: str | None  # why there is no answer
     validation: Validation | None = None  # its held-out figures on the zoo (the features it uses)
+    across: Validation | None = None  # leave-one-zoo-out: trained on the other built-in zoos, predicting this one
+    calibration: Check | None = None  # its probability against each scheme's reliability, and the flag
+
+    @property
+    def poorly_calibrated(self) -> bool:
+        """Its probability is poorly calibrated (analysis.taxonomy.calibration): `calibration.reason` says why."""
+        return self.calibration is not None and self.calibration.poorly_calibrated
 
     @property
     def runner_up(self) -> tuple[str, float] | None:
@@ -229,16 +237,53 @@ class ClassifierVerdict:
         return _fields(self) | {"runner_up": {"phase": up[0], "probability": up[1]} if up else None}
 
     @classmethod
-    def of(cls, out: Mapping, validation: Validation | None = None) -> ClassifierVerdict:
-        """From analysis.taxonomy.classifier.predict's answer, with the classifier's validation figures."""
+    def of(cls, out: Mapping, validation: Validation | None = None, across: Validation | None = None,
+           calibration: Check | None = None) -> ClassifierVerdict:
+        """From analysis.taxonomy.classifier.predict's answer, with the classifier's validation figures (on the
+        zoo, and across zoos) and its probability's calibration check."""
         return cls(**{**out, "outside": {f: FeatureRange(**r) for f, r in out["outside"].items()}},
-                   validation=validation)
+                   validation=validation, across=across, calibration=calibration)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ClassifierVerdict:
-        out = {k: v for k, v in d.items() if k not in ("runner_up", "validation")}
-        v = d.get("validation")
-        return cls.of(out, Validation.from_dict(v) if v is not None else None)
+        out = {k: v for k, v in d.items() if k not in ("runner_up", "validation", "across", "calibration")}
+        v, a, c = d.get("validation"), d.get("across"), d.get("calibration")
+        return cls.of(out, Validation.from_dict(v) if v is not None else None,
+                      Validation.from_dict(a) if a is not None else None, Check.from_dict(c) if c is not None else None)
+
+
+@dataclass(frozen=True)
+class WeightsOnlyVerdict:
+    """The phase from the weights alone (analysis.studies.weightspace_model): gradient-boosted trees on weight
+    statistics, for a recognised model whose zoo's task data is not here (nothing can be measured). Read it with
+    its held-out balanced accuracy: the zoo's cells it never saw, 5-fold."""
+
+    phase: str
+    probabilities: Mapping[str, float]  # phase -> p
+    baseline: str  # its features: "StatNN" (per-tensor statistics) or "data-free" (the stored weight metrics)
+    epoch: int  # the zoo's analysis epoch it was trained at
+    n_train: int  # labelled zoo models it was fitted on
+    n_cells: int
+    balanced_accuracy: float  # held out by cell (5-fold over the zoo's cells)
+    ci_low: float  # its 95 % bootstrap interval over cells
+    ci_high: float
+    chance: float | None  # a constant guess's balanced accuracy (1 / phases)
+
+    def words(self) -> str:
+        """"II 0.71, runner-up III 0.20"."""
+        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+        up = f", runner-up {ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+        return f"{self.phase} {self.probabilities[self.phase]:.2f}{up}"
+
+    def held_out(self) -> str:
+        """"held-out balanced accuracy 0.50 [0.38, 0.69] (…)": how far to trust it."""
+        return (f"held-out balanced accuracy {self.balanced_accuracy:.2f} [{self.ci_low:.2f}, {self.ci_high:.2f}] "
+                f"(5-fold over the zoo's {self.n_cells} cells, {self.baseline} features at epoch {self.epoch}"
+                + (f"; chance {self.chance:.2f})" if self.chance is not None else ")"))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> WeightsOnlyVerdict:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -341,6 +386,8 @@ class Report:
     placement: Placement | None = None
     errors: tuple[str, ...] = ()  # measurements that failed, by name
     seconds: float = 0.0
+    weights_only: WeightsOnlyVerdict | None = None  # the phase from the weights alone, where nothing was measured
+    advice: str | None = None  # what to change: the nearest IV-B cells of the zoo's map (analysis.taxonomy.advice)
 
     @property
     def phase(self) -> str | None:
@@ -366,7 +413,9 @@ class Report:
             ClassifierVerdict.from_dict(d["classifier"]) if d["classifier"] is not None else None,
             tuple(Evidence(**e) for e in d["evidence"]),
             Placement.from_dict(d["placement"]) if d["placement"] is not None else None,
-            tuple(d["errors"]), d["seconds"])
+            tuple(d["errors"]), d["seconds"],
+            WeightsOnlyVerdict.from_dict(d["weights_only"]) if d["weights_only"] is not None else None,
+            d.get("advice"))
 
     @classmethod
     def from_json(cls, text: str) -> Report:

@@ -55,16 +55,24 @@ from pathlib import Path
 
 from analysis.kernels.weights import weight_report
 from analysis.studies.embed import weights_only
+from analysis.studies.weightspace_model import weights_phase
 from analysis.upload import cache as report_cache
 from analysis.upload.cell import complete, known_knobs, task_knobs
 from analysis.upload.failures import Caller, Refused, display_name, refusal
-from analysis.upload.measure import PAIRS, OwnMetrics, Progress, measure_slow
+from analysis.upload.measure import EXACT_TRACE, PAIRS, OwnMetrics, Progress, measure_slow
 from analysis.upload.pairing import partners
 from analysis.upload.placement import placement
 from analysis.upload.pool import process_pool, upload_estimate
 from analysis.upload.recognise import ZooMatch, recognise
-from analysis.upload.report import KnobEstimate, LayerStats, Report, plain
-from analysis.upload.verdicts import Measured, classifier_verdict, evidence, rule_verdict, with_candidate_phases
+from analysis.upload.report import KnobEstimate, LayerStats, Report, WeightsOnlyVerdict, plain
+from analysis.upload.verdicts import (
+    Measured,
+    advice_words,
+    classifier_verdict,
+    evidence,
+    rule_verdict,
+    with_candidate_phases,
+)
 from analysis.upload.zoo_side import cell_phases, cells, zoo_state
 from data.checkpoint.load import Checkpoint, load_checkpoint, read_checkpoint
 from data.cli import run_cli
@@ -227,8 +235,18 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     zoo = next(z for z in zoos if str(z.root) == match.root)
     spec = zoo.spec
     root = data.get(str(zoo.root))
-    if root is None:
-        return dataclasses.replace(base, zoo=match.root, notes=(*notes, f"{missing_data(zoo, data_flag)}: data-free report only"))
+    if root is None:  # nothing can be measured: the data-free report, and the phase from the weights alone
+        notes.append(f"{missing_data(zoo, data_flag)}: data-free report only")
+        progress("the phase from the weights alone", 0.5)
+        try:
+            wp = weights_phase(zoo, state)
+            v = wp.model.validation
+            alone = WeightsOnlyVerdict(wp.phase, dict(wp.probabilities), wp.model.baseline, wp.model.epoch,
+                                       wp.model.n_train, wp.model.n_cells, v.value, v.ci_low, v.ci_high, v.chance)
+        except Exception as e:  # no labels to learn from, or a zoo it cannot read: the data-free report stands
+            alone = None
+            notes.append(f"no phase from the weights alone: {type(e).__name__}: {e}".splitlines()[0])
+        return dataclasses.replace(base, zoo=match.root, notes=tuple(notes), weights_only=alone)
     if isinstance(root, str) and root:  # this process's own metrics read $PHASEZOO_DATA; workers get it in jobs
         os.environ[ENV] = root
     epoch = epoch if epoch is not None else max(spec.analysis_epochs)
@@ -244,17 +262,20 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
     pairing = partners(ck, uploads, zoo, epoch, match, recognised, cell, place.identical_to)
     notes += pairing.notes
     knobs = task_knobs(spec, cell)  # everything else on the cell's task (a PINN cell's β, given or estimated)
+    exact = any(r["metric"] == EXACT_TRACE and r["error"] is None for r in own.rows(knobs))
     slow, job_errors, job_failed = measure_slow(executor, str(zoo.root), epoch, match.arch_params, me,
-                                                pairing.others, PAIRS, device, knobs, progress, root or None)
+                                                pairing.others, PAIRS, device, knobs, progress, root or None,
+                                                exact_trace=exact)
     measured = Measured.of(own.rows(knobs) + slow, job_errors, job_failed)
     rule = rule_verdict(measured, spec, th, pairing.pairs_with, len(pairing.others))
     cell = with_candidate_phases(cell, spec, table, th, measured.quantities.get("train_loss"))
     progress("classifier", 0.97)
     classifier, note = classifier_verdict(measured, zoo, n_params)
-    return dataclasses.replace(
+    report = dataclasses.replace(
         base, notes=(*notes, *([note] if note else [])), zoo=match.root, epoch=epoch, cell=cell,
         metrics=measured.metric_rows(), pairs=measured.pair_values(), rule=rule, classifier=classifier,
         evidence=evidence(table, th, measured.quantities), placement=place, errors=measured.errors)
+    return dataclasses.replace(report, advice=advice_words(zoo, epoch, measured, cell, report.phase))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -280,6 +301,11 @@ def summary(r: Report | Refused) -> str:
     if r.zoo is None:
         lines.append("  matches no zoo:")
         lines += [f"    {m.zoo}: {'; '.join(m.problems)}" for m in r.matches]
+    elif r.weights_only is not None:  # recognised, nothing measured: the phase from the weights alone
+        w = r.weights_only
+        lines.append(f"  zoo: {next(m for m in r.matches if m.ok).zoo} (its task data is not here: nothing measured)")
+        lines.append(f"  PHASE (from the weights alone, no task data here): {w.words()}")
+        lines.append(f"    {w.held_out()}")
     else:
         m = next(m for m in r.matches if m.ok)
         lines.append(f"  zoo: {m.zoo} ({m.arch} {dict(m.arch_params)}), compared at epoch {r.epoch}")
@@ -302,6 +328,12 @@ def summary(r: Report | Refused) -> str:
                          + ("  (extrapolating: unlike every zoo model)" if cl.extrapolating else ""))
         if cl is not None and cl.validation is not None:
             lines.append(f"    classifier validated on the zoo: {cl.validation.words()}")
+        if cl is not None and cl.across is not None:
+            lines.append(f"    trained on the other zoos instead: {cl.across.words()}")
+        if cl is not None and cl.calibration is not None:
+            lines += [f"    calibration ({j.scheme}): ECE {j.ece:.2f}; {j.words()}" for j in cl.calibration.judgements]
+            if cl.poorly_calibrated:
+                lines.append(f"    poorly calibrated here: {cl.calibration.reason}")
         for e in r.evidence:
             lines.append(f"    {e.quantity:14s} {_fmt(e.value):>10s}  threshold {_fmt(e.threshold):>8s}  "
                          f"zoo cells {_fmt(e.zoo_min)} … {_fmt(e.zoo_median)} … {_fmt(e.zoo_max)}"
@@ -316,6 +348,8 @@ def summary(r: Report | Refused) -> str:
         elif p is not None and p.note:
             lines.append(f"  placement: {p.note}")
         lines += [f"  failed: {e}" for e in r.errors]
+        if r.advice:
+            lines.append("  what to change: " + r.advice.replace("\n", "\n    "))
     if r.data_free:
         alphas = [d.alpha for d in r.data_free if d.alpha is not None]
         lines.append(f"  data-free: {len(r.data_free)} weight matrices; heavy-tail α "

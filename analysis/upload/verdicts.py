@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
+from analysis.taxonomy.calibration import Check, check
 from analysis.taxonomy.cell_report import evidence as threshold_evidence
 from analysis.taxonomy.cells import CELL_QUANTITIES, QUANTITIES, unit_values
-from analysis.taxonomy.classifier import FEATURES, model_features, predict
+from analysis.taxonomy.classifier import FEATURES, Validation, model_features, predict
 from analysis.taxonomy.phases import NEEDED, UNCLASSIFIED, Thresholds, classify, label
 from analysis.upload import zoo_side
 from analysis.upload.measure import UPLOAD, rows_frame
@@ -103,13 +104,16 @@ def with_candidate_phases(cell: Mapping[str, KnobValue], spec: ZooSpec, cells: p
 
 def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[ClassifierVerdict, str | None]:
     """The classifier's answer on its own features (those the zoo's models have too), and a note for the
-    report where it is withheld or extrapolates."""
+    report where it is withheld or extrapolates. Its validation on the zoo and across zoos come with it, and its
+    probability's calibration check (`calibration_check`; the summary and the page say when it is poor)."""
     state = zoo_side.zoo_state(zoo)
     feats = model_features(m.own, {UPLOAD: n_params})
     table = zoo_side.training(state)
     used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
     answer = predict(zoo_side.classifier(state, used), {f: feats[f][0] for f in used}, m.failed)
-    c = ClassifierVerdict.of(answer, zoo_side.validation(state, used) if used else None)
+    within = zoo_side.validation(state, used) if used else None
+    across = zoo_side.across_zoos(state, used) if used and answer["phase"] is not None else None
+    c = ClassifierVerdict.of(answer, within, across, calibration_check(answer, within, across))
     if c.withheld:
         return c, f"no classifier verdict: {c.withheld}"
     if c.extrapolating:
@@ -119,6 +123,22 @@ def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[Classifier
                    + (f"; outside the zoo's range: {outside}" if outside else "")
                    + "): its probabilities extrapolate and overstate their confidence")
     return c, None
+
+
+def calibration_check(answer: Mapping, within: Validation | None, across: Validation | None) -> Check | None:
+    """The verdict's top-class probability against the held-out reliability of each scheme (leave-one-cell-out,
+    leave-one-zoo-out). Leave-one-cell-out decides the flag: like the verdict, its predictions come from a
+    classifier trained on this zoo, for a configuration it never saw. Leave-one-zoo-out decides it too where
+    the verdict extrapolates (the upload is unlike every zoo model): its predictions are of models unlike all
+    the classifier learned from. None without an answer or without probabilities."""
+    if answer["phase"] is None:
+        return None
+    cals = [v.calibration for v in (within, across) if v is not None and v.calibration is not None]
+    if not cals:
+        return None
+    deciding = (within.scheme,) if within is not None else ()
+    deciding += (across.scheme,) if across is not None and answer["extrapolating"] else ()
+    return check(answer["probabilities"][answer["phase"]], cals, deciding)
 
 
 def evidence(cells: pl.DataFrame, th: Thresholds, mine: Mapping[str, float]) -> tuple[Evidence, ...]:
@@ -134,3 +154,21 @@ def evidence(cells: pl.DataFrame, th: Thresholds, mine: Mapping[str, float]) -> 
                             zoo_vals.max(),
                             float((zoo_vals < v).mean()) if v is not None and len(zoo_vals) else None))
     return tuple(out)
+
+
+def advice_words(zoo: Zoo, epoch: int, measured: Measured, cell: Mapping[str, KnobValue], phase: str | None) -> str | None:
+    """What to change, from the upload's cell to the nearest IV-B cells of the zoo's map at `epoch`
+    (analysis.taxonomy.advice), with its own phase and its own test score; None without a phase or a cell."""
+    from analysis.taxonomy.advice import advise_cell, score_kind
+
+    if phase in (None, UNCLASSIFIED) or not cell:
+        return None
+    labelled = zoo_side.scored_cells(zoo_side.zoo_state(zoo), epoch)
+    kind = score_kind(labelled)
+    own = None
+    if kind is not None:
+        metric, split, _ = kind.candidates[0]
+        rows = measured.own.filter((pl.col("metric") == metric) & (pl.col("split") == split)
+                                   & pl.col("layer").is_null() & pl.col("error").is_null())["value"]
+        own = float(rows[0]) if len(rows) else None
+    return advise_cell(labelled, zoo.spec, {k: v.grid for k, v in cell.items()}, phase=phase, score=own).words()

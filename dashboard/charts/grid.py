@@ -100,8 +100,13 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact
     each metric and its margin.
 
     The legend names the phases present (in the taxonomy's order) and "near a threshold", the ring drawn
-    on such cells. `compact`: smaller, without the legend and with short title lines (several maps side by
-    side; the cells are labelled). Box and lasso select cells (a group), a click one cell."""
+    on such cells. Where `labelled` has the bootstrap's columns (analysis.taxonomy.stability: stability,
+    runner_up, runner_up_share) the hover gives them, and a cell kept by fewer than UNSTABLE of the resamples
+    is framed, its stability written under its phase ("III" over "0.62"), with a legend entry. `compact`:
+    smaller, without the legend and with short title lines (several maps side by side; the cells are
+    labelled). Box and lasso select cells (a group), a click one cell."""
+    from analysis.taxonomy.stability import UNSTABLE
+
     xk, yk = spec.load.knob, spec.temperature.knob
     xs, ys = axis_orders(spec, load_right)
     names = list(PHASE_COLOURS)
@@ -113,7 +118,7 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact
     # the rule's quantities by their declared names; the loss margin is in decades (log10 of the ratio to τ_L)
     loss, mc, cka, acc = (QUANTITIES[q] for q in ("train_loss", "mc", "cka", "test_acc"))
     mc_unit = mc.unit(spec.task)
-    near = []
+    near, unstable = [], []
     for r in labelled.iter_rows(named=True):
         i, j = yi.get(r[yk]), xi.get(r[xk])
         if i is None or j is None:
@@ -125,7 +130,11 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact
                        f"{loss.label} {fmt(r['train_loss'])} (margin {fmt(r['margin_loss'])} decades)<br>"
                        f"{mc.label} {fmt(r['mc'])} (margin {fmt(r['margin_mc'])} {mc_unit})<br>"
                        f"{cka.label} {fmt(r['cka'])} (margin {fmt(r['margin_cka'])})<br>"
-                       f"{acc.label} {fmt(r.get('test_acc'))}")
+                       f"{acc.label} {fmt(r.get('test_acc'))}" + _stability_line(r))
+        if r.get("stability") is not None and r["stability"] < UNSTABLE:
+            # the phase, then the stability smaller on a line of its own (the phase stays the text's first word)
+            text[i, j] = f"{r['phase']} <br><span style='font-size:{CELL_TEXT - 3}px'>{r['stability']:.3g}</span>"
+            unstable.append((str(r[xk]), str(r[yk]), hover[i, j]))
         if r["near_boundary"]:
             near.append((str(r[xk]), str(r[yk]), hover[i, j]))
     k = len(names)
@@ -142,15 +151,34 @@ def phase_map(labelled: pl.DataFrame, spec: ZooSpec, *, title: str = "", compact
     # ≥ 3 with white (the palette's test). Its legend entry, on the page background, is a grey ring.
     fig.add_trace(_cell_markers(near, dict(symbol="circle-open", size=34, color="#ffffff", line_width=3),
                                 showlegend=False, legendgroup="near"))
+    if unstable:  # a white frame inside the cell, for the same reason as the ring
+        fig.add_trace(_cell_markers(unstable, dict(symbol="square-open", size=24 if compact else 30,
+                                                   color="#ffffff", line_width=2),
+                                    showlegend=False, legendgroup="unstable"))
     present = [p for p in names if (z == names.index(p)).any()]
     for p in present:
         fig.add_trace(_legend_entry(p, dict(symbol="square", size=14, color=PHASE_COLOURS[p])))
     if near:
         fig.add_trace(_legend_entry("near a threshold", dict(symbol="circle-open", size=14, color=NEUTRAL,
                                                              line_width=3), legendgroup="near"))
+    if unstable:
+        fig.add_trace(_legend_entry(f"unstable (< {UNSTABLE:g})",  # short: a long entry narrows the map
+                                    dict(symbol="square-open", size=14, color=NEUTRAL, line_width=2),
+                                    legendgroup="unstable"))
     framed(fig, title, 380 if compact else 460, title_chars=32 if compact else 70, showlegend=not compact,
            legend=dict(title_text="phase", itemclick=False, itemdoubleclick=False), **SELECTABLE)
     return _grid_axes(fig, spec, load_right)
+
+
+def _stability_line(r: dict) -> str:
+    """A hover line with a cell's label stability, "" where the frame has no bootstrap columns."""
+    if "stability" not in r:
+        return ""
+    if r["stability"] is None:
+        return "<br>stability — (fewer than two seeds or seed pairs to resample)"
+    runner = (f"; runner-up {r['runner_up']} {r['runner_up_share']:.3g}" if r.get("runner_up") is not None
+              else "; no resample gave another label")
+    return f"<br>stability {r['stability']:.3g} of seed resamples keep it{runner}"
 
 
 def _cell_markers(cells: list[tuple[str, str, str]], marker: dict, **kw) -> go.Scatter:

@@ -7,6 +7,7 @@ import polars as pl
 import streamlit as st
 
 from analysis.metrics.outputs import colour_scale
+from analysis.taxonomy.advice import advise, scored_labels
 from analysis.taxonomy.cell_report import evidence
 from analysis.taxonomy.cells import cell_label, cell_models
 from analysis.taxonomy.phases import default_thresholds, labelable
@@ -14,6 +15,7 @@ from dashboard.charts import line_chart, similarity_matrix
 from dashboard.glossary import cite
 from dashboard.notebook import Slice
 from dashboard.picker import current_zoo, load_cells, load_metrics
+from dashboard.text import literal
 from dashboard.widgets import chart, declared, helptext, pick_cell, pick_epoch, python_source
 from data.models.layers import model_layer_names
 from data.tasks.builtin import TASKS
@@ -39,14 +41,38 @@ if not labelable(cells):  # no thresholds can be derived yet
     st.info(f"No phase at epoch {epoch} yet: the zoo has no train loss or mode connectivity there "
             "(`phasezoo run <zoo>`).")
 else:
+    from analysis.taxonomy.sensitivity import THRESHOLDS, flip
+    from dashboard.uncertainty import load_stability
+
     row = cells.filter((pl.col(spec.load.knob) == x) & (pl.col(spec.temperature.knob) == y))
-    ev = evidence(row.row(0, named=True) if row.height else {}, default_thresholds(cells), spec.task)
+    base = default_thresholds(cells)
+    ev = evidence(row.row(0, named=True) if row.height else {}, base, spec.task)
     st.subheader(f"Phase {ev.phase}" + (" — near a threshold" if ev.near_boundary else ""),
                  help=helptext("By the taxonomy's rules with the zoo's default thresholds at this epoch; each "
                                "line: the cell's value, its threshold, the margin and the phase across it.",
                                "phase", "margin", "tau-l", "epsilon", "tau-c"))
     st.markdown("\n".join(f"- {'**near:** ' if c.near else ''}{c.sentence()}" for c in ev.checks))
+    # how sure, besides the margins: the label over resampled seeds and seed pairs (the default map's bootstrap,
+    # thresholds re-derived per resample), and the smallest move of each threshold alone that relabels the cell
+    if row.height:
+        r = row.row(0, named=True)
+        stab = load_stability(zoo.root, epoch).at(x, y)
+        flips = [flip(r["train_loss"], r["mc"], r["cka"], base, name) for name in THRESHOLDS]
+        st.markdown(f"- {'**unstable:** ' if stab.unstable else ''}{stab.sentence()}\n- before it flips: "
+                    + "; ".join(f.sentence(task.units["mc"] if f.threshold == "mc" else "") for f in flips))
     st.caption("Thresholds: " + cite(ev.provenance_text()))
+
+# ----------------------------------------------------------------------------- what to change
+if labelable(cells):  # the nearest IV-B cells of this map (analysis.taxonomy.advice); a button opens one
+    advice = advise(scored_labels(cells, load_metrics(zoo.root), cat, spec, epoch), spec, x, y)
+    st.subheader("What to change", help=helptext(
+        "The nearest phase IV-B (generalising) cells of this map at this epoch, in grid steps (one notch of one "
+        "knob each, summed; ties to the better test score), with the knob change, the phase change and the "
+        "test score there ± its seed std. A button opens that cell.", "phase", "load", "temperature"))
+    st.markdown(literal(advice.headline()))
+    for i, move in enumerate(advice.moves):  # on_click: the cell's select boxes change before the rerun
+        st.button(literal(move.words()), key=f"cell_advice_{i}", on_click=st.session_state.update,
+                  kwargs={"cell_load": move.cell[0], "cell_temperature": move.cell[1]})
 
 # ----------------------------------------------------------------------------- training curves
 def curves(kind: str) -> Slice:

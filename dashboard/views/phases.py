@@ -9,13 +9,16 @@ import streamlit as st
 
 from analysis.metrics.outputs import colour_scale
 from analysis.taxonomy.cells import QUANTITIES, has_annotated, metric_cells, quantity_sources, scalar_metrics
-from analysis.taxonomy.phases import Thresholds, classify, default_thresholds, labelable, phase_counts
+from analysis.taxonomy.phases import NEAR, Thresholds, classify, default_thresholds, labelable, phase_counts
+from analysis.taxonomy.sensitivity import SCALE, SYMBOL, THRESHOLDS, relabelled, sensitivity, shift_grid
+from analysis.taxonomy.stability import RESAMPLES, UNSTABLE, with_stability
 from dashboard import state
-from dashboard.charts import grid_heatmap, phase_map
+from dashboard.charts import grid_heatmap, phase_map, relabelled_chart
 from dashboard.glossary import science_link
 from dashboard.group import Group, set_group
 from dashboard.notebook import Slice
 from dashboard.picker import current_zoo, load_cells, load_metrics
+from dashboard.uncertainty import load_stability
 from dashboard.widgets import (
     cell_of,
     chart,
@@ -70,8 +73,12 @@ with st.expander("Thresholds (reclassify at once)", expanded=False):
                     help=helptext(base.provenance.get("mc", ""), "epsilon", "mc"))
     tau_c = t3.slider("τ_C (CKA)", 0.0, 1.0, defaults["phases_tau_cka"], 0.005, key="phases_tau_cka",
                       help=helptext(base.provenance.get("cka", ""), "tau-c", "cka"))
-th = Thresholds(10**log_tau, eps, tau_c, provenance=base.provenance)
-labelled = classify(cells, th)
+# at the defaults the map is the stored one (phasezoo phases): exact thresholds, re-derived in each resample
+at_defaults = (log_tau, eps, tau_c) == tuple(defaults[k] for k in ("phases_tau_loss", "phases_eps", "phases_tau_cka"))
+th = base if at_defaults else Thresholds(10**log_tau, eps, tau_c, provenance=base.provenance)
+axes = [spec.load.knob, spec.temperature.knob]
+stability = load_stability(zoo.root, epoch, None if at_defaults else th)
+labelled = with_stability(classify(cells, th), stability, axes)
 
 out = declared(metric)
 values = metric_cells(metrics, zoo.catalog, spec, epoch, metric, split, coord, how, out.aggregate)
@@ -122,6 +129,18 @@ event = right.plotly_chart(
     config=image_config("phases_map"),
 )
 right.caption("Click a cell to open it; a box or lasso (the chart's toolbar) selects cells to compare.")
+shaky = labelled.filter(pl.col("stability") < UNSTABLE).sort("stability")
+right.caption(
+    f"Label stability: the share of {RESAMPLES} resamples of each cell's seeds and seed pairs that keep its phase "
+    + ("(thresholds re-derived on each resampled grid, as `phasezoo phases` stores it)" if at_defaults else
+       "(thresholds fixed at the sliders' values)")
+    + f"; {shaky.height} of {labelled.height} cells below {UNSTABLE:g} are framed"
+    + (": " + ", ".join(f"{r[axes[0]]}/{r[axes[1]]} {r['phase']} {r['stability']:.3g}"
+                        for r in shaky.head(8).iter_rows(named=True)) + ("…" if shaky.height > 8 else "")
+       if shaky.height else "") + ".",
+    help=helptext("Seeds resampled with replacement for the train loss, seed pairs for mc and CKA (a pair's "
+                  "two together), each resample relabelled by the rules. A cell with fewer than two seeds or "
+                  "pairs has no stability.", "phase"))
 downloads(labelled, "phases_map", right)
 python_source(labels_source, "phases_map", right)
 selection = event.selection if event else None
@@ -150,3 +169,45 @@ if has_annotated(metrics):  # an imported zoo: say which quantities were measure
                                           if s.quantity in ("train_loss", "mc", "cka", "hessian_trace")) + ".")
 if out.sign:  # a name no metric declares (an ad-hoc import) has nothing to say
     st.caption(f"{out.axis_title}: {out.sign}")  # name [unit]: what a larger value means
+
+# ----------------------------------------------------------------------------- threshold sensitivity
+st.subheader("Threshold sensitivity", help=helptext(
+    "Each threshold alone (the others held at their values): how far it can move before each cell's label "
+    "changes — τ_L in decades of train loss, ε in the mc's unit, τ_C in CKA units. A threshold a cell's label "
+    "does not depend on (τ_C outside phase IV) has no such move.", "tau-l", "epsilon", "tau-c"))
+sens = sensitivity(labelled, th, axes)
+moves = sens.frame()
+scales = {"train_loss": "decades", "mc": mc_unit, "cka": "CKA units"}
+lines = []
+for name in THRESHOLDS:
+    can = moves.filter((pl.col("threshold") == name) & pl.col("move").is_not_null()).sort("distance")
+    if can.is_empty():
+        lines.append(f"- **{SYMBOL[name]}**: no move of it alone relabels any cell.")
+        continue
+    first = can.row(0, named=True)
+    flip = sens.at(first[axes[0]], first[axes[1]])[THRESHOLDS.index(name)]
+    within = can.filter(pl.col("distance") < NEAR[name]).height
+    lines.append(f"- **{SYMBOL[name]}**: the nearest flip is {flip.words(scales[name])} "
+                 f"({axes[0]}={first[axes[0]]}, {axes[1]}={first[axes[1]]}: {first['phase']}); {within} of "
+                 f"{labelled.height} cells flip within {NEAR[name]:g} {scales[name]}, {can.height} can flip at all.")
+st.markdown("\n".join(lines))
+st.caption("Thresholds: " + "; ".join(
+    f"{SYMBOL[k]} = {getattr(th, k):.4g} ({'the slider' if not at_defaults else base.provenance.get(k, '')})"
+    for k in THRESHOLDS) + ".")
+if st.toggle("Show the sensitivity charts", key="phases_sensitivity"):
+    titles = {n: f"{SYMBOL[n]} shift [{scales[n]}]" for n in THRESHOLDS}
+    curves = {n: relabelled(sens, n, shift_grid(n, th)) for n in THRESHOLDS}
+    table = pl.concat([c.with_columns(threshold=pl.lit(n)) for n, c in curves.items()])
+    chart(relabelled_chart(curves, titles, total=labelled.height,
+                          title=f"Cells relabelled as each threshold alone moves, epoch {epoch}"),
+          table, "phases_sensitivity_curves")
+    which = st.selectbox("Per cell", THRESHOLDS, format_func=lambda n: f"{SYMBOL[n]}: how far it can move",
+                         key="phases_sensitivity_threshold")
+    per_cell = moves.filter(pl.col("threshold") == which).with_columns(value=pl.col("distance"))
+    chart(grid_heatmap(per_cell, spec, "value", title=f"How far {SYMBOL[which]} can move before each cell "
+                       f"flips [{scales[which]}], epoch {epoch} (blank: no move of it alone)",
+                       hover_label=f"{SYMBOL[which]} move", colour_title=scales[which], labels=labelled,
+                       load_right=load_right()),
+          per_cell, "phases_sensitivity_cells")
+    st.caption(f"Per cell the smallest move of {SYMBOL[which]} that changes its label ({SCALE[which]} in the "
+               "rules' own scale), the others held; cells no move of it alone relabels are blank.")

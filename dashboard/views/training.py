@@ -6,10 +6,13 @@ import polars as pl
 import streamlit as st
 
 from analysis.taxonomy.cells import cell_label
-from analysis.taxonomy.evolution import changes, label_epochs, transitions
+from analysis.taxonomy.evolution import changes, histories, label_epochs, transitions
+from analysis.taxonomy.phases import labelable
+from analysis.taxonomy.stability import UNSTABLE, with_stability
 from dashboard.charts.evolution import changes_chart, phase_map_frames, phase_strip
 from dashboard.notebook import Slice
 from dashboard.picker import current_zoo, load_cells
+from dashboard.uncertainty import load_stability
 from dashboard.widgets import chart, helptext, load_right, pick_cell
 
 zoo = current_zoo()
@@ -22,6 +25,9 @@ with st.spinner(f"Labelling the cells of {len(epochs)} analysis epochs…"):
 if labelled.is_empty():
     st.warning("No cells with metrics at any analysis epoch yet: run `phasezoo run <zoo>`.")
     st.stop()
+# how sure each epoch's labels are (the bootstrap the Phase diagram shows), for the transitions below
+labelled = pl.concat([with_stability(part, load_stability(zoo.root, e), [xk, yk]) if labelable(part) else part
+                      for (e,), part in labelled.group_by("epoch", maintain_order=True)], how="diagonal_relaxed")
 shown = sorted(labelled["epoch"].unique().to_list())
 st.caption("Each epoch's cells are labelled by that epoch's own default thresholds (τ_L and τ_C are relative "
            "to the grid at that epoch).", help=helptext("How a cell's phase is decided.", "phase", "tau-l",
@@ -66,6 +72,13 @@ st.subheader("Transitions")
 if moved.is_empty():
     st.caption("No cell changed phase between analysis epochs.")
 else:
-    st.caption(f"{moved.height} changes in {moved.select(xk, yk).unique().height} cells; `epoch` is the first "
-               "analysis epoch showing the new phase (the change happened after `previous_epoch`).")
-    st.dataframe(moved, hide_index=True, key="training_transitions")
+    summary = histories(labelled, xk, yk).sort("changes", descending=True, maintain_order=True)
+    firm = int(moved["firm"].sum()) if "firm" in moved.columns else None
+    st.caption(f"{moved.height} changes in {moved.select(xk, yk).unique().height} of {summary.height} cells"
+               + (f"; {firm} of them between two labels each kept by ≥ {UNSTABLE:g} of the seed resamples (the "
+                  "others may be resampling noise)" if firm is not None else "")
+               + ". Each cell's path: its phases in order, each with the first analysis epoch showing it (the "
+               "change happened after the analysis epoch before).")
+    st.dataframe(summary, hide_index=True, key="training_histories")
+    with st.expander("Every change, one row each"):
+        st.dataframe(moved, hide_index=True, key="training_transitions")

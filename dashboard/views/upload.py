@@ -11,9 +11,10 @@ import streamlit as st
 
 from analysis.studies.embed import axis_titles, read_embeddings, read_explained_variance
 from analysis.studies.spectra import esd_curves
+from analysis.taxonomy.calibration import reliability_frame
 from analysis.taxonomy.cells import QUANTITIES, cell_models
 from analysis.taxonomy.phases import classify, default_thresholds
-from analysis.upload.report import ClassifierVerdict, KnobValue, RuleVerdict
+from analysis.upload.report import ClassifierVerdict, KnobValue, RuleVerdict, WeightsOnlyVerdict
 from analysis.upload.verdict import (
     Refused,
     Report,
@@ -27,7 +28,15 @@ from analysis.upload.verdict import (
 from analysis.upload.verdicts import RULE_EVIDENCE
 from dashboard.admission import QueueFull
 from dashboard.admission import shared as upload_queue
-from dashboard.charts import density_chart, evidence_strip, mark, phase_map, phase_probabilities, weight_space
+from dashboard.charts import (
+    density_chart,
+    evidence_strip,
+    mark,
+    phase_map,
+    phase_probabilities,
+    reliability_diagram,
+    weight_space,
+)
 from dashboard.picker import current_zoo, load_cells, load_metrics, load_zoo
 from dashboard.text import literal
 from dashboard.widgets import chart, downloads, helptext, image_config, load_right
@@ -166,6 +175,9 @@ def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, 
         c2.caption(literal(clf.words() + (" (extrapolating)" if clf.extrapolating else "")))
     if clf.validation is not None:
         c2.caption(literal(f"Validated on the zoo: {clf.validation.words()}"))
+    if clf.calibration is not None:
+        c2.caption(literal("Calibration (held-out): " + " · ".join(f"ECE {j.ece:.2f} {j.scheme}"
+                                                                   for j in clf.calibration.judgements)))
     c3.metric("Cell (" + " · ".join(cell) + ")", " · ".join(str(v.value) for v in cell.values()),
               help=literal("; ".join(f"{k}: {v.source}" for k, v in cell.items())))
     for k, v in cell.items():
@@ -181,12 +193,38 @@ def show_verdicts(rule: RuleVerdict, clf: ClassifierVerdict, cell: Mapping[str, 
                            + ": its probabilities extrapolate and overstate their confidence."))
     for c in rule.near:
         st.warning(literal(f"Near {c.symbol}: {c.sentence()}."))
+    show_calibration(clf, key)
     if clf.phase is not None and rule.phase != clf.phase and rule.phase != "unclassified":
         st.info("The two verdicts differ: the rules see mode connectivity and CKA against other seeds, the "
                 "classifier only this model's own fit, sharpness and weights.")
     for k, v in cell.items():
         if v.estimate is not None:
             show_estimate(k, v, key)
+
+
+def show_calibration(clf: ClassifierVerdict, key: str) -> None:
+    """The classifier's reliability diagram beside its verdict: its held-out probabilities against how often
+    they were right under each scheme, with each scheme's ECE, what the verdict's own bin says, and a warning
+    where its probability is poorly calibrated (analysis.taxonomy.calibration)."""
+    cals = [v.calibration for v in (clf.validation, clf.across) if v is not None and v.calibration is not None]
+    if not cals:
+        return
+    if clf.poorly_calibrated:
+        st.warning(literal(f"Poorly calibrated here: {clf.calibration.reason}."))
+    left, right = st.columns([3, 2])
+    mine = clf.probabilities.get(clf.phase) if clf.phase is not None else None
+    table = reliability_frame(cals)
+    chart(reliability_diagram(table, mine, title="Classifier calibration: held-out probability against accuracy",
+                              ece={c.scheme: f"ECE {c.ece:.2f}" for c in cals}), table,
+          f"upload_reliability_{key}", left)
+    for c in cals:
+        right.caption(literal(f"{c.scheme}: {c.words()}"))
+    if clf.calibration is not None:
+        for j in clf.calibration.judgements:
+            right.caption(literal(f"This verdict ({j.p:.2f}) under {j.scheme}: {j.words()}."))
+    right.caption("Each point: the held-out models whose top-class probability fell in that tenth, at their mean "
+                  "probability and the fraction the classifier got right (95 % Wilson interval). On the diagonal, "
+                  "a probability means what it says. Leave-one-zoo-out: a classifier trained on the other zoos.")
 
 
 def show_estimate(knob: str, v: KnobValue, key: str) -> None:
@@ -208,6 +246,18 @@ def show_estimate(knob: str, v: KnobValue, key: str) -> None:
                    "and similar to them as they are to each other.")
 
 
+def show_weights_only(w: WeightsOnlyVerdict, key: str) -> None:
+    """The phase from the weights alone (no task data here), labelled as such, with its held-out accuracy."""
+    c1, c2 = st.columns([1, 2])
+    c1.metric("Phase (from the weights alone)", w.phase, help=literal(
+        f"Gradient-boosted trees on {w.baseline} weight statistics, trained on the zoo's {w.n_train} labelled "
+        f"models at epoch {w.epoch}; no task data here, so nothing was measured."))
+    c1.caption(literal(w.words()))
+    c2.caption(literal(f"From the weights alone (no task data here): {w.held_out()}."))
+    c2.plotly_chart(phase_probabilities(dict(w.probabilities), title="From the weights alone: phase probabilities"),
+                    key=f"upload_weights_only_{key}", config=image_config("upload_weights_only"))
+
+
 def show(r: Report | Refused, key: str) -> None:
     # every text that can hold a file name or a key from the file is shown literally (no Markdown)
     if isinstance(r, Refused):
@@ -220,11 +270,20 @@ def show(r: Report | Refused, key: str) -> None:
         for m in r.matches:
             st.caption(literal(f"{m.zoo}: " + "; ".join(m.problems)))
     elif r.rule is None or r.classifier is None:  # recognised, but its zoo's task has no data here (its notes say)
-        st.info(literal(f"Recognised as a model of {r.zoo}, but not measured: no verdict."))
+        st.info(literal(f"Recognised as a model of {r.zoo}, but not measured: no measured verdict."))
+        if r.weights_only is not None:
+            show_weights_only(r.weights_only, key)
     else:
         show_verdicts(r.rule, r.classifier, r.cell, key)
         for e in r.errors:
             st.error(literal(e))
+        if r.advice:
+            st.subheader("What to change", help=helptext("The nearest cells of the zoo's map in phase IV-B (the "
+                                                          "generalising phase), in grid steps, with the knob change "
+                                                          "that reaches each and the zoo's test score there.", "phase"))
+            head, *moves = r.advice.splitlines()  # Advice.words(): the headline, then "  1. <move>" lines
+            st.markdown(literal(head) + "\n\n" + "\n".join(f"{i}. " + literal(m.strip().split(". ", 1)[-1])
+                                                            for i, m in enumerate(moves, 1)))
         cells = load_cells(zoo.root, r.epoch) if r.zoo == str(zoo.root) else None
         if cells is not None:
             labelled = classify(cells, default_thresholds(cells))  # the report's thresholds (zoo_side.cells)

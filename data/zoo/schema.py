@@ -106,3 +106,34 @@ PHASE_ENSEMBLES = Schema(
     {"epoch": pl.Int64, "kind": pl.String, "phases": pl.String, "members": pl.String, "acc": pl.Float64,
      "nll": pl.Float64, "acc_gain": pl.Float64, "nll_gain": pl.Float64, "disagreement": pl.Float64},
 )
+
+# Phase labels (`phasezoo phases`, analysis.taxonomy.phases and .stability): one row per grid cell per analysis
+# epoch, the two axis knobs passed in as `knobs`. Per taxonomy quantity (analysis.taxonomy.cells.QUANTITIES, in
+# its order: tests/test_stability.py) the cell aggregate and its spread over seeds or seed pairs (null where a
+# cell has no value); then the label, the signed margins to the thresholds (decades of loss, points of mc, CKA
+# units), the thresholds used, and the bootstrap's label stability (the fraction of seed/pair resamples keeping
+# the label, null where a cell has fewer than two seeds or pairs) with the most frequent other label and its
+# share (null where no resample gave another). With a Hessian threshold the table also has `hessian_vote`
+# (String), passed in with the knobs.
+PHASE_QUANTITIES = ("train_loss", "test_acc", "hessian_trace", "hessian_top_eigenvalue", "mc", "mc_linear", "cka")
+PHASE_LABELS = Schema(
+    "phases",
+    {
+        **{f"{q}{s}": pl.Int64 if s == "_n" else pl.Float64 for q in PHASE_QUANTITIES
+           for s in ("", "_std", "_min", "_max", "_n")},
+        "phase": pl.String,
+        "margin_loss": pl.Float64,
+        "margin_mc": pl.Float64,
+        "margin_cka": pl.Float64,
+        "near_boundary": pl.Boolean,
+        "epoch": pl.Int64,
+        "tau_loss": pl.Float64,
+        "eps_mc": pl.Float64,
+        "tau_cka": pl.Float64,
+        "stability": pl.Float64,
+        "runner_up": pl.String,
+        "runner_up_share": pl.Float64,
+    },
+    nullable=frozenset({*(f"{q}{s}" for q in PHASE_QUANTITIES for s in ("", "_std", "_min", "_max", "_n")),
+                        "margin_loss", "margin_mc", "margin_cka", "stability", "runner_up", "runner_up_share"}),
+)
