@@ -43,14 +43,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from analysis.kernels.connectivity import bezier_point
+from analysis.kernels.connectivity import BezierStep
 from analysis.kernels.hessian import HessianOperator, parameter_groups
 from analysis.metrics.catalog import get_metric
 from analysis.metrics.registry import ModelInput
 from data.models.archs import build_model, n_params
 from data.tasks.builtin import TaskData
+from data.tasks.objectives import CLASSIFICATION
 
 SHAPE, CLASSES = (3, 32, 32), 10
 CIFAR10 = {"n_train": 50_000, "n_test": 10_000}
@@ -210,29 +210,20 @@ def measure_units(model: nn.Module, task: TaskData, device: torch.device, quick:
 
 
 def bezier_step_seconds(model: nn.Module, task: TaskData, b: int, device: torch.device) -> float:
-    """One step as analysis.kernels.connectivity.bezier_curve takes it: the curve's point at a t, a training
-    forward and backward through it, weight decay, an SGD step of the middle point."""
+    """One step as analysis.kernels.connectivity.bezier_curve takes it: the curve's point at a t written into
+    a copy of the model, a training forward and backward there, the middle point's gradient with weight
+    decay, an SGD step of the middle point."""
     a = {k: v.detach() for k, v in model.named_parameters()}
     phi = {k: v.clone().requires_grad_(True) for k, v in a.items()}
     opt = torch.optim.SGD(phi.values(), lr=1e-3, momentum=0.9)
-    saved = {k: v.clone() for k, v in model.named_buffers()}
-    model.train()
+    grad = BezierStep(model, a, phi, a, 5e-4, CLASSIFICATION)
     x, y = task.x_train[:b], task.y_train[:b]
 
     def step():
-        point = bezier_point(a, phi, a, 0.5)
-        loss = nn.functional.cross_entropy(functional_call(model, point, (x,), strict=False), y)
-        loss = loss + 0.5 * 5e-4 * sum((p ** 2).sum() for p in point.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        grad(0.5, x, y)
         opt.step()
     step()  # warm-up
-    secs = timed(step, device)
-    model.eval()
-    with torch.no_grad():
-        for k, v in model.named_buffers():
-            v.copy_(saved[k])
-    return secs
+    return timed(step, device)
 
 
 def hutchpp_matvecs(n: int, sketch: int, rtol: float) -> int:

@@ -14,6 +14,7 @@ import os
 import pickle
 import shlex
 import shutil
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -779,3 +780,54 @@ def test_each_step_runs_once_per_file(zoo, monkeypatch):
                      **{("metric", me, (), (m,)): 1 for m in M.QUICK}, ("metric", me, (), ("hessian",)): 1,
                      ("metric", me, (other,), ("cka_logits_test",)): 1}
     assert calls == expected
+
+
+# ----------------------------------------------------------------------------- 13. the workers start early
+class Deferred(Executor):
+    """An executor that records what it is given and runs it only when told (`run_all`): what was queued
+    before a step, and whether leaving the analysis cancelled it."""
+
+    def __init__(self, log: list):
+        self.log, self.queued = log, []
+
+    def submit(self, fn, *args):
+        f: Future = Future()
+        metrics = tuple(m for m, _ in args[5])  # in_worker(metric_task, root, epoch, params, models, metrics, ...)
+        self.log.append(("submit", metrics))
+        self.queued.append((f, fn, args))
+        return f
+
+    def run_all(self):
+        for f, fn, args in self.queued:
+            if f.set_running_or_notify_cancel():
+                f.set_result(fn(*args))
+
+
+@pytest.mark.slow
+def test_the_hessian_is_queued_before_the_pairing_and_cancelled_with_it(zoo, monkeypatch):
+    """The Hessian needs neither the cell nor the partners (no grid knob of the default zoo is a task
+    parameter): it is queued before the pairing is decided, the pairs after, and the analysis collects both.
+    An analysis that fails after queueing it (here the placement) leaves no job queued."""
+    log: list = []
+    pool = Deferred(log)
+    real = V.partners
+
+    def partners(*a, **k):
+        log.append(("partners",))
+        return real(*a, **k)
+    monkeypatch.setattr(V, "partners", partners)
+    real_collect = V.SlowJobs.collect
+    monkeypatch.setattr(V.SlowJobs, "collect", lambda self, progress: (pool.run_all(), real_collect(self, progress))[1])
+    state = perturbed(load_file(str(ckpt(W8))), 1)
+    (r,) = V.analyse([("a.safetensors", save(state))], [zoo], executor=pool, cache=False)
+    assert isinstance(r, V.Report) and r.rule.n_pairs == 3 and not r.errors
+    assert log[0] == ("submit", ("hessian",)) and log[1] == ("partners",)
+    assert log[2:] == [("submit", V.PAIRS)] * 3
+
+    def broken(*a, **k):
+        raise RuntimeError("placement broke")
+    monkeypatch.setattr(V, "placement", broken)
+    pool = Deferred(log)
+    (refused,) = V.analyse([("a.safetensors", save(state))], [zoo], executor=pool, cache=False)
+    assert isinstance(refused, V.Refused) and "placing it in weight space" in refused.error
+    assert pool.queued and all(f.cancelled() for f, _, _ in pool.queued)

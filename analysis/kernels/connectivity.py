@@ -24,6 +24,7 @@ task's objective): mc in decades.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -153,6 +154,49 @@ def garipov_lr(base: float, frac: float) -> float:
     return base * 0.01
 
 
+class BezierStep:
+    """One training step of a quadratic Bézier curve's middle point φ, on a private copy of the model.
+
+    The objective L(γ(t)) + ½·wd·‖γ(t)‖² depends on φ only through γ(t) = (1−t)²θ + 2t(1−t)φ + t²θ′, so its
+    gradient is ∂/∂φ = 2t(1−t)·(∇L(γ(t)) + wd·γ(t)): one ordinary forward and backward pass of the copy with
+    γ(t) written into its parameters, instead of an autograd graph through the curve's arithmetic, a
+    functional_call per step and the weight-decay sum (the same gradient to float rounding, ~2× fewer
+    seconds per step on the default zoo's widest MLP: bench/bench_upload.py). The copy's BatchNorm
+    statistics move as it trains; the caller's model is untouched."""
+
+    def __init__(self, model: nn.Module, a: Params, phi: Params, b: Params, weight_decay: float,
+                 objective: Objective):
+        self.names = list(a)
+        self.copy = copy.deepcopy(model).train()
+        own = dict(self.copy.named_parameters())
+        self.points = [own[k] for k in self.names]  # γ(t) lives here, [shape of each parameter]
+        for p in self.copy.parameters():
+            p.requires_grad_(False)
+        for p in self.points:
+            p.requires_grad_(True)
+        self.a, self.b = [a[k] for k in self.names], [b[k] for k in self.names]
+        self.phi = [phi[k] for k in self.names]
+        self.wd, self.objective = weight_decay, objective
+
+    def __call__(self, t: float, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Set φ.grad to the objective's gradient at t on the batch (x, y)."""
+        c = 2 * t * (1 - t)
+        with torch.no_grad():
+            torch._foreach_copy_(self.points, self.a)
+            torch._foreach_mul_(self.points, (1 - t) ** 2)
+            torch._foreach_add_(self.points, self.b, alpha=t ** 2)
+            torch._foreach_add_(self.points, self.phi, alpha=c)
+        for p in self.points:
+            p.grad = None
+        self.objective.loss(self.copy, x, y).backward()
+        with torch.no_grad():
+            grads = [p.grad for p in self.points]
+            torch._foreach_add_(grads, self.points, alpha=self.wd)
+            torch._foreach_mul_(grads, c)
+        for f, g in zip(self.phi, grads):
+            f.grad = g
+
+
 def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10,
                  lr: float = 0.05, batch_size: int = 128, weight_decay: float = 5e-4, momentum: float = 0.9,
                  seed: int = 0, ts: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
@@ -160,36 +204,31 @@ def bezier_curve(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: tor
     """Train the middle point φ of a quadratic Bézier curve (ends fixed) and profile the curve on (x, y).
 
     Each step draws t ~ U(0, 1) and minimises L(γ(t)) + ½·wd·‖γ(t)‖² over φ, L the objective's loss (SGD
-    with momentum, Garipov schedule). Float parameters only are interpolated; buffers come from the model.
-    `optimizer="adam"` trains φ with Adam instead (same schedule), for models trained with Adam (PINNs):
-    plain SGD on their ill-conditioned loss leaves the curve's middle decades above its ends.
+    with momentum, Garipov schedule; the gradient as `BezierStep` takes it). Float parameters only are
+    interpolated; buffers come from the model. `optimizer="adam"` trains φ with Adam instead (same
+    schedule), for models trained with Adam (PINNs): plain SGD on their ill-conditioned loss leaves the
+    curve's middle decades above its ends.
     """
     _check_pair(a, b)
     phi = {k: (0.5 * (a[k] + b[k])).detach().clone().requires_grad_(True) for k in a}
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    opt = (torch.optim.SGD(phi.values(), lr=lr, momentum=momentum) if optimizer == "sgd"
-           else torch.optim.Adam(phi.values(), lr=lr))
+    # foreach: one fused update over all of φ's tensors a step, the same arithmetic as the per-tensor loop
+    opt = (torch.optim.SGD(phi.values(), lr=lr, momentum=momentum, foreach=True) if optimizer == "sgd"
+           else torch.optim.Adam(phi.values(), lr=lr, foreach=True))
+    step_grad = BezierStep(model, a, phi, b, weight_decay, objective)
     gen = torch.Generator().manual_seed(seed)
     n = len(y)
     steps, step = epochs * math.ceil(n / batch_size), 0
-    was_training = model.training
-    model.train()
-    with _kept_buffers(model):  # training passes move BatchNorm statistics; each t re-estimates its own
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(x.device)
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
-                t = torch.rand((), generator=gen).item()
-                point = bezier_point(a, phi, b, t)
-                loss = objective.loss(lambda xx: functional_call(model, point, (xx,), strict=False), x[idx], y[idx])
-                loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in point.values())
-                for g in opt.param_groups:
-                    g["lr"] = garipov_lr(lr, step / steps)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-    model.train(was_training)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            t = torch.rand((), generator=gen).item()
+            step_grad(t, x[idx], y[idx])
+            for g in opt.param_groups:
+                g["lr"] = garipov_lr(lr, step / steps)
+            opt.step()
+            step += 1
     phi = {k: v.detach() for k, v in phi.items()}
     return _profile(model, lambda t: bezier_point(a, phi, b, t), ts, x, y, objective)

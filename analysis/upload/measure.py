@@ -1,5 +1,5 @@
 """The upload's measurements, as the zoo computed them for its own models: the quick ones in this process
-(`OwnMetrics`, each metric once), the Hessian and the pair metrics as jobs on an executor (`measure_slow`;
+(`OwnMetrics`, each metric once), the Hessian and the pair metrics as jobs on an executor (`SlowJobs`;
 a worker process, or this one).
 
 Metric rows are metrics.parquet rows (data.zoo.schema.METRICS) with model_id `UPLOAD` for the upload.
@@ -126,38 +126,60 @@ def submit(executor: Executor | None, fn, *args) -> Future:
         return f
 
 
-def measure_slow(executor: Executor | None, root: str, epoch: int, arch_params: Mapping, me: tuple,
-                 others: Sequence[tuple], pairs: Sequence[str], device: str, task_knobs: tuple,
-                 progress: Progress, data: str | TaskData | None = None,
-                 exact_trace: bool = False) -> tuple[list[dict], list[str], list[str]]:
-    """Its Hessian (without the stochastic traces where `exact_trace`: its exact trace is measured), and the
-    `pairs` metrics with each of `others`, as jobs on `executor`: (rows, one line per job that failed, the
-    metrics of its own that failed). A job that fails (in a worker too) is that measurement's failure, not the
-    whole file's; a caller that stops half-way leaves no work queued."""
-    params = dict(arch_params)
-    hessian = (HESSIAN[0], {**HESSIAN[1], "stochastic_traces": False} if exact_trace else HESSIAN[1])
-    jobs: dict[Future, tuple[str, str | None]] = {submit(executor, metric_task, root, epoch, params, [me], [hessian],
-                                                         device, task_knobs, data): ("Hessian", HESSIAN[0])}
-    jobs |= {submit(executor, metric_task, root, epoch, params, [me, o], [(m, {}) for m in pairs], device,
-                    task_knobs, data): (f"pairing with {o[1]}", None) for o in others}
-    rows: list[dict] = []
-    errors: list[str] = []
-    failed: list[str] = []
-    pending, n = set(jobs), len(jobs)
-    try:
+class SlowJobs:
+    """The upload's Hessian and its pair metrics as jobs on an executor (a worker pool, or None: in this
+    process, at once), each started as soon as what it needs is known — the Hessian before the pairing is
+    decided, so the workers compute while this process places the upload and reads the zoo's tables — and
+    collected together (`collect`). A job that fails (in a worker too) is that measurement's failure, not the
+    whole file's; leaving the `with` block by an exception (a caller that stops half-way) leaves no work queued."""
+
+    def __init__(self, executor: Executor | None, root: str, epoch: int, arch_params: Mapping, me: tuple,
+                 device: str, data: str | TaskData | None = None):
+        self._executor, self._at = executor, (root, epoch, dict(arch_params))
+        self._me, self._device, self._data = me, device, data
+        self._jobs: dict[Future, tuple[str, str | None]] = {}  # future -> (what, the own metric it measures)
+        self.pairs_started = 0
+
+    def __enter__(self) -> SlowJobs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._jobs:
+            f.cancel()  # no-op for a job done or running
+
+    def _submit(self, models: list, metrics: list, task_knobs: tuple, what: tuple[str, str | None]) -> None:
+        root, epoch, params = self._at
+        self._jobs[submit(self._executor, metric_task, root, epoch, params, models, metrics, self._device,
+                          task_knobs, self._data)] = what
+
+    def hessian(self, task_knobs: tuple, exact_trace: bool = False) -> None:
+        """Its Hessian on the task with `task_knobs`; without the stochastic traces where `exact_trace` (its
+        exact trace is measured)."""
+        params = {**HESSIAN[1], "stochastic_traces": False} if exact_trace else HESSIAN[1]
+        self._submit([self._me], [(HESSIAN[0], params)], task_knobs, ("Hessian", HESSIAN[0]))
+
+    def pairs(self, others: Sequence[tuple], metrics: Sequence[str], task_knobs: tuple) -> None:
+        """The `metrics` with each of `others` (("zoo", model_id) or ("upload", name, state) each)."""
+        for o in others:
+            self._submit([self._me, o], [(m, {}) for m in metrics], task_knobs, (f"pairing with {o[1]}", None))
+        self.pairs_started += len(others)
+
+    def collect(self, progress: Progress) -> tuple[list[dict], list[str], list[str]]:
+        """Wait for every job: (rows, one line per job that failed, the metrics of its own that failed)."""
+        rows: list[dict] = []
+        errors: list[str] = []
+        failed: list[str] = []
+        pending, n = set(self._jobs), len(self._jobs)
         while pending:
             finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             for f in finished:
                 try:
                     rows += f.result()
                 except Exception as e:
-                    what, metric = jobs[f]
-                    log.error("%s: %s failed", me[1], what, exc_info=e)
+                    what, metric = self._jobs[f]
+                    log.error("%s: %s failed", self._me[1], what, exc_info=e)
                     errors.append(f"{what} failed (an internal error, logged)")
                     failed += [metric] if metric else []
             done = n - len(pending)
-            progress(f"Hessian and {len(others)} pair(s): {done}/{n} done", 0.2 + 0.75 * done / n)
-    finally:
-        for f in pending:
-            f.cancel()
-    return rows, errors, failed
+            progress(f"Hessian and {self.pairs_started} pair(s): {done}/{n} done", 0.2 + 0.75 * done / n)
+        return rows, errors, failed

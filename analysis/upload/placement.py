@@ -10,9 +10,13 @@ as float32). Such a near-copy takes its source's knobs and is never paired with 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -20,7 +24,8 @@ import torch
 
 from analysis.studies.embed import flatten_padded, weights_only
 from analysis.upload.report import Neighbour, Placement, Point
-from data.zoo.store import Zoo
+from data.tasks.builtin import cache_dir
+from data.zoo.store import Zoo, atomic_write
 
 NEIGHBOURS = 5
 # Unit roundoff (half the relative spacing of representable numbers): fp16 and bf16 keep 10 and 7 mantissa bits.
@@ -65,44 +70,114 @@ def near_copies(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) ->
 
 
 @lru_cache(maxsize=4)
-def weight_space(state: tuple, epoch: int):
-    """The zoo's padded weights at `epoch`, their PCA (the same deterministic call as analysis.studies.embed, so
-    an upload projects into the stored map) and the stored embeddings. `state`: zoo_side.zoo_state(zoo)."""
+def _matrix(state: tuple, epoch: int) -> tuple[list[str], np.ndarray, dict, np.ndarray]:
+    """The zoo's model ids, padded weights X [models, weights], layer shapes and squared norms ‖X_i‖²
+    [models] at `epoch` (analysis.studies.embed). `state`: zoo_side.zoo_state(zoo)."""
+    from analysis.studies.embed import weight_matrix
+
+    ids, X, shapes = weight_matrix(Zoo.open(state[0]), epoch)
+    return ids, X, shapes, np.einsum("ij,ij->i", X, X)
+
+
+def _distances(X: np.ndarray, sq: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """‖X_i − v‖ for every row, and the NEIGHBOURS nearest (ascending). All rows by ‖X_i‖² − 2 X_i·v + ‖v‖²
+    (one matrix-vector product: X − v would be a second [models, weights] array, 121 MB on the default zoo),
+    whose rounding is below n·ε·(‖X_i‖² + ‖v‖²) (≈ 1e-11 of it at the default zoo's 79k weights); the rows
+    within 1e-10 of that of the NEIGHBOURS-th are measured again directly, so the nearest, their order and a
+    near-copy's tiny distance are exact."""
+    vv = float(v @ v)
+    dist = np.sqrt(np.maximum(sq - 2.0 * (X @ v) + vv, 0.0))
+    kth = np.partition(dist ** 2, min(NEIGHBOURS, len(dist)) - 1)[min(NEIGHBOURS, len(dist)) - 1]
+    close = np.flatnonzero(dist ** 2 <= kth + 1e-10 * (float(sq.max()) + vv))
+    dist[close] = np.linalg.norm(X[close] - v, axis=1)
+    return dist, close[np.argsort(dist[close], kind="stable")][:NEIGHBOURS]
+
+
+@lru_cache(maxsize=4)
+def _map(state: tuple, epoch: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """The stored embeddings at `epoch`, and the PCA of the padded weights as its mean [weights] and its two
+    components [2, weights]: the same deterministic call as analysis.studies.embed, so an upload projects into
+    the stored map. The fit (seconds on the default zoo, and scikit-learn's import) is kept on disk under
+    <cache>/pca/, keyed by the zoo's state and the epoch: a cold command line fits it once per zoo state."""
+    from analysis.studies.embed import read_embeddings
+
+    emb = read_embeddings(Zoo.open(state[0]).root).filter(pl.col("epoch") == epoch)
+    key = hashlib.sha256(json.dumps([list(state), epoch]).encode()).hexdigest()[:32]
+    path = cache_dir() / "pca" / f"{key}.npz"
+    X = _matrix(state, epoch)[1]
+    try:
+        with np.load(path) as kept:
+            mean, components = kept["mean"], kept["components"]
+        if mean.shape == (X.shape[1],) and components.shape == (2, X.shape[1]):
+            return emb, mean, components
+    except (OSError, ValueError, KeyError):  # absent or damaged: fitted again
+        pass
     from sklearn.decomposition import PCA
 
-    from analysis.studies.embed import read_embeddings, weight_matrix
+    pca = PCA(n_components=2, random_state=0).fit(X)
+    mean, components = pca.mean_, pca.components_
 
-    zoo = Zoo.open(state[0])
-    ids, X, shapes = weight_matrix(zoo, epoch)
-    emb = read_embeddings(zoo.root).filter(pl.col("epoch") == epoch)
-    return ids, X, shapes, emb, PCA(n_components=2, random_state=0).fit(X)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, mean=mean, components=components)
+    try:
+        atomic_write(path, write, durable=False)
+    except OSError:
+        pass  # a read-only cache only costs the fit again
+    return emb, mean, components
 
 
-def placement(zoo: Zoo, zoo_state: tuple, epoch: int, state: Mapping[str, torch.Tensor],
-              labels: pl.DataFrame) -> Placement:
+@dataclass(frozen=True)
+class Located:
+    """Where an upload lies among the zoo's models at `epoch`, flattened into their padded layout once: its
+    weights (`v` [weights]), its distance to every zoo model (`dist` [models], in `ids`' order: `_distances`),
+    the nearest NEIGHBOURS (`order`), the zoo model it is a copy of within its precision, and its file's unit
+    roundoff; or only a `note` saying why it has no place there."""
+
+    zoo_state: tuple
+    epoch: int
+    note: str | None = None
+    ids: list[str] | None = None
+    v: np.ndarray | None = None
+    dist: np.ndarray | None = None
+    order: np.ndarray | None = None
+    identical_to: str | None = None
+    unit_roundoff: float | None = None
+
+
+def locate(zoo: Zoo, zoo_state: tuple, epoch: int, state: Mapping[str, torch.Tensor]) -> Located:
+    """Its distances to the zoo's models and the one it is a copy of (the pairing needs that first); the map
+    positions (`placement`) follow from it."""
+    if epoch not in set(zoo.checkpoints()["epoch"].unique()):
+        return Located(zoo_state, epoch, note=f"no checkpoints at epoch {epoch}")
+    ids, X, shapes, sq = _matrix(zoo_state, epoch)
+    weights = weights_only(dict(state))
+    try:
+        v = flatten_padded(weights, shapes)
+    except ValueError as e:
+        return Located(zoo_state, epoch, note=f"no place in the zoo's weight space: {e}")
+    dist, order = _distances(X, sq, v)
+    u, absolute = precision(weights)
+    first = order[0]
+    tol = tolerance(u, absolute, max(float(np.linalg.norm(v)), float(np.linalg.norm(X[first]))), v.size)
+    return Located(zoo_state, epoch, None, ids, v, dist, order, ids[first] if dist[first] <= tol else None, u)
+
+
+def placement(zoo: Zoo, where: Located, labels: pl.DataFrame) -> Placement:
     """Its nearest zoo models in weight space (with their knobs and `labels`' phases of their cells), the zoo
     model it is a copy of within its precision (`identical_to`), its PCA position (exact) and UMAP position
-    (approximate). Its weights are flattened into the zoo's padded layout once."""
-    stored = set(zoo.checkpoints()["epoch"].unique())
-    if epoch not in stored:
-        return Placement(note=f"no checkpoints at epoch {epoch}")
-    ids, X, shapes, emb, pca = weight_space(zoo_state, epoch)
-    try:
-        v = flatten_padded(weights_only(dict(state)), shapes)
-    except ValueError as e:
-        return Placement(note=f"no place in the zoo's weight space: {e}")
-    dist = np.linalg.norm(X - v, axis=1)
-    order = np.argsort(dist)[:NEIGHBOURS]
+    (approximate)."""
+    if where.note is not None:
+        return Placement(note=where.note)
+    ids, dist, order, epoch = where.ids, where.dist, where.order, where.epoch
+    emb, mean, components = _map(where.zoo_state, epoch)
     spec = zoo.spec
     knobs = zoo.catalog.filter(pl.col("epoch") == epoch).select("model_id", *spec.grid, "seed")
     info = {r["model_id"]: r for r in knobs.join(labels, on=[spec.load.knob, spec.temperature.knob], how="left")
             .iter_rows(named=True)}
     neighbours = tuple(Neighbour(ids[i], float(dist[i]), info[ids[i]].get("phase"),
                                  {k: info[ids[i]][k] for k in spec.grid}, info[ids[i]]["seed"]) for i in order)
-    u, absolute = precision(weights_only(dict(state)))
-    nearest = order[0]
-    tol = tolerance(u, absolute, max(float(np.linalg.norm(v)), float(np.linalg.norm(X[nearest]))), v.size)
-    x, y = pca.transform(v[None])[0]
+    x, y = components @ (where.v - mean)  # PCA.transform
     umap = emb.filter(pl.col("method") == "umap")
     near_umap = None
     if not umap.is_empty():  # UMAP has no cheap exact projection: inverse-distance mean of the neighbours
@@ -110,8 +185,7 @@ def placement(zoo: Zoo, zoo_state: tuple, epoch: int, state: Mapping[str, torch.
         w = np.array([1.0 / max(dist[i], 1e-12) for i in order])
         pts = np.array([pos[ids[i]] for i in order])
         near_umap = Point(float((w @ pts[:, 0]) / w.sum()), float((w @ pts[:, 1]) / w.sum()), approximate=True)
-    return Placement(epoch, neighbours, ids[nearest] if dist[nearest] <= tol else None, u,
-                     Point(float(x), float(y)), near_umap)
+    return Placement(epoch, neighbours, where.identical_to, where.unit_roundoff, Point(float(x), float(y)), near_umap)
 
 
 def distinct(mine: Mapping[str, torch.Tensor], others: Sequence) -> list:

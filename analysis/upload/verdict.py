@@ -58,9 +58,9 @@ from analysis.studies.weightspace_model import weights_phase
 from analysis.upload import cache as report_cache
 from analysis.upload.cell import complete, known_knobs, task_knobs
 from analysis.upload.failures import Caller, Refused, display_name, refusal
-from analysis.upload.measure import EXACT_TRACE, PAIRS, OwnMetrics, Progress, measure_slow
+from analysis.upload.measure import EXACT_TRACE, PAIRS, OwnMetrics, Progress, SlowJobs
 from analysis.upload.pairing import partners
-from analysis.upload.placement import placement
+from analysis.upload.placement import locate, placement
 from analysis.upload.pool import process_pool, upload_estimate
 from analysis.upload.recognise import ZooMatch, recognise
 from analysis.upload.report import LayerStats, Report, WeightsOnlyVerdict, plain
@@ -251,21 +251,32 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
         os.environ[ENV] = root
     epoch = epoch if epoch is not None else max(spec.analysis_epochs)
     table, th = cells(zoo_state(zoo), epoch)
-
-    progress("placing it in weight space", 0.1)
-    place = placement(zoo, zoo_state(zoo), epoch, state, cell_phases(zoo, epoch))
-    twin = zoo.configs[place.identical_to].get("knobs") if place.identical_to else None  # within its precision
-    progress("fit, weights and exact Hessian trace", 0.15)
     me = ("upload", ck.name, state)
     own = OwnMetrics(str(zoo.root), epoch, match.arch_params, me, root or None)
-    cell = complete(zoo, epoch, known_knobs(spec, match, given, twin), own.rows, n_params)
-    pairing = partners(ck, uploads, zoo, epoch, match, recognised, cell, place.identical_to)
-    notes += pairing.notes
-    knobs = task_knobs(spec, cell)  # everything else on the cell's task (a PINN cell's β, given or estimated)
-    exact = any(r["metric"] == EXACT_TRACE and r["error"] is None for r in own.rows(knobs))
-    slow, job_errors, job_failed = measure_slow(executor, str(zoo.root), epoch, match.arch_params, me,
-                                                pairing.others, PAIRS, device, knobs, progress, root or None,
-                                                exact_trace=exact)
+
+    def exact(knobs: tuple) -> bool:
+        return any(r["metric"] == EXACT_TRACE and r["error"] is None for r in own.rows(knobs))
+
+    with SlowJobs(executor, str(zoo.root), epoch, match.arch_params, me, device, root or None) as jobs:
+        # where no grid knob is a task parameter (all but a PINN's β grid) the Hessian's task is known now: it
+        # starts before the pairing is decided, and the workers compute while this process does the rest
+        early = not any(k in spec.task_params for k in spec.grid)
+        progress("fit, weights and exact Hessian trace", 0.1)
+        if early:
+            jobs.hessian((), exact_trace=exact(()))
+        where = locate(zoo, zoo_state(zoo), epoch, state)
+        twin_id = where.identical_to
+        twin = zoo.configs[twin_id].get("knobs") if twin_id else None  # within its precision
+        cell = complete(zoo, epoch, known_knobs(spec, match, given, twin), own.rows, n_params)
+        pairing = partners(ck, uploads, zoo, epoch, match, recognised, cell, twin_id)
+        notes += pairing.notes
+        knobs = task_knobs(spec, cell)  # everything else on the cell's task (a PINN cell's β, given or estimated)
+        if not early:
+            jobs.hessian(knobs, exact_trace=exact(knobs))
+        jobs.pairs(pairing.others, PAIRS, knobs)
+        progress("placing it in weight space", 0.15)
+        place = placement(zoo, where, cell_phases(zoo, epoch))
+        slow, job_errors, job_failed = jobs.collect(progress)
     measured = Measured.of(own.rows(knobs) + slow, job_errors, job_failed)
     rule = rule_verdict(measured, spec, th, pairing.pairs_with, len(pairing.others))
     cell = with_candidate_phases(cell, spec, table, th, measured.quantities.get("train_loss"))

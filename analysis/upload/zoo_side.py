@@ -64,8 +64,9 @@ def classifier(state: tuple, features: tuple[str, ...]) -> Fitted:
 CACHE_VERSION = 2
 
 
-def _on_disk(key_parts: list, compute: Callable[[], Validation]) -> Validation:
-    """A Validation kept under <cache>/validation/, keyed by `key_parts` (JSON) and CACHE_VERSION."""
+def _on_disk(key_parts: list, compute: Callable[[], Validation | None]) -> Validation | None:
+    """A Validation kept under <cache>/validation/, keyed by `key_parts` (JSON) and CACHE_VERSION (None, when
+    `compute` has nothing to validate, is not kept)."""
     key = hashlib.sha256(json.dumps([CACHE_VERSION, *key_parts]).encode()).hexdigest()[:32]
     path = cache_dir() / "validation" / f"{key}.json"
     try:
@@ -73,6 +74,8 @@ def _on_disk(key_parts: list, compute: Callable[[], Validation]) -> Validation:
     except (OSError, ValueError, TypeError, KeyError):  # absent or damaged: computed again
         pass
     v = compute()
+    if v is None:
+        return None
     try:
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(v))), durable=False)
     except OSError:
@@ -92,35 +95,34 @@ def validation(state: tuple, features: tuple[str, ...]) -> Validation:
 
 
 def other_zoos(state: tuple) -> tuple[tuple, ...]:
-    """The states of the built-in zoos (data/zoos) other than the one of `state`, each with phase labels."""
-    out = []
-    for root in builtin_zoos():
-        if root.resolve() == Path(state[0]).resolve():
-            continue
-        other = zoo_state(Zoo.open(root))
-        try:
-            training(other)
-        except ClassifierError:  # no phase labels yet: nothing to learn from
-            continue
-        out.append(other)
-    return tuple(out)
+    """The states of the built-in zoos (data/zoos) other than the one of `state` (labelled or not: reading
+    their tables to tell is what the disk cache below saves)."""
+    return tuple(zoo_state(Zoo.open(root)) for root in builtin_zoos()
+                 if root.resolve() != Path(state[0]).resolve())
 
 
 @lru_cache(maxsize=16)
 def across_zoos(state: tuple, features: tuple[str, ...]) -> Validation | None:
-    """How the classifier with `features`, trained on the other built-in zoos' models, does on this zoo's:
-    leave-one-zoo-out, the figure for a model unlike anything the classifier learned from. None without
-    another zoo. Kept on disk like `validation`, keyed by every zoo's state and the features."""
+    """How the classifier with `features`, trained on the other built-in zoos' models (those with phase
+    labels), does on this zoo's: leave-one-zoo-out, the figure for a model unlike anything the classifier
+    learned from. None without another labelled zoo. Kept on disk like `validation`, keyed by every zoo's
+    state (a state fixes whether that zoo has labels) and the features: a hit reads no other zoo's tables."""
     others = other_zoos(state)
-    if not others:
-        return None
 
-    def compute() -> Validation:
-        tables = {o[0]: training(o) for o in others} | {state[0]: training(state)}
-        v = leave_one_zoo_out(tables, state[0], features)
-        return dataclasses.replace(v, trained_on=tuple(Path(o[0]).name for o in others))
+    def compute() -> Validation | None:
+        tables = {}
+        for o in others:
+            try:
+                tables[o[0]] = training(o)
+            except ClassifierError:  # no phase labels yet: nothing to learn from
+                continue
+        if not tables:
+            return None
+        v = leave_one_zoo_out(tables | {state[0]: training(state)}, state[0], features)
+        return dataclasses.replace(v, trained_on=tuple(Path(r).name for r in tables))
 
-    return _on_disk(["leave-one-zoo-out", list(state), [list(o) for o in others], list(features)], compute)
+    return _on_disk(["leave-one-zoo-out", list(state), [list(o) for o in others], list(features)], compute) \
+        if others else None
 
 
 @lru_cache(maxsize=8)
