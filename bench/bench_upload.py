@@ -13,7 +13,8 @@
 2. The data-free report of a 10.6M-parameter state dict (four 1582×1582 layers and a 256×256×3×3
    convolution; 42 MB of safetensors) through the same entry point: read, checks, recognition (no zoo
    matches), per-layer statistics, SVDs and power-law fits.
-Targets: default-zoo checkpoint ≤ 10 s; 10M-parameter data-free report ≤ 20 s.
+Targets: default-zoo checkpoint ≤ 5 s in the backend and ≤ 8 s from a cold CLI (issue 19); 10M-parameter data-free
+report ≤ 20 s.
 `--quick` (tests/test_benches.py): the width-8 checkpoint only, one run of each, and a 0.3M-parameter
 data-free report; the same lines.
 """

@@ -70,6 +70,7 @@ from analysis.upload.verdicts import (
     advice_words,
     classifier_verdict,
     evidence,
+    prepare_classifier,
     rule_verdict,
     with_candidate_phases,
 )
@@ -276,6 +277,7 @@ def _analyse_one(ck: Checkpoint, uploads: Sequence[Checkpoint], zoos: Sequence[Z
         jobs.pairs(pairing.others, PAIRS, knobs)
         progress("placing it in weight space", 0.15)
         place = placement(zoo, where, cell_phases(zoo, epoch))
+        prepare_classifier(zoo)  # while the workers compute
         slow, job_errors, job_failed = jobs.collect(progress)
     measured = Measured.of(own.rows(knobs) + slow, job_errors, job_failed)
     rule = rule_verdict(measured, spec, th, pairing.pairs_with, len(pairing.others))

@@ -108,8 +108,7 @@ def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[Classifier
     probability's calibration check (`calibration_check`; the summary and the page say when it is poor)."""
     state = zoo_side.zoo_state(zoo)
     feats = model_features(m.own, {UPLOAD: n_params})
-    table = zoo_side.training(state)
-    used = tuple(f for f in FEATURES if feats[f][0] is not None and table[f].null_count() < table.height)
+    used = _usable(state, {f for f in FEATURES if feats[f][0] is not None})
     answer = predict(zoo_side.classifier(state, used), {f: feats[f][0] for f in used}, m.failed)
     within = zoo_side.validation(state, used) if used else None
     across = zoo_side.across_zoos(state, used) if used and answer["phase"] is not None else None
@@ -123,6 +122,27 @@ def classifier_verdict(m: Measured, zoo: Zoo, n_params: int) -> tuple[Classifier
                    + (f"; outside the zoo's range: {outside}" if outside else "")
                    + "): its probabilities extrapolate and overstate their confidence")
     return c, None
+
+
+def _usable(state: tuple, measured: set[str]) -> tuple[str, ...]:
+    """The classifier's features that the upload has (`measured`) and the zoo's models have too."""
+    table = zoo_side.training(state)
+    return tuple(f for f in FEATURES if f in measured and table[f].null_count() < table.height)
+
+
+def prepare_classifier(zoo: Zoo) -> None:
+    """Fit the classifier an upload with every feature gets (the usual case), and read its validations, ahead
+    of `classifier_verdict`: a caller does this while its workers measure the upload (cached per zoo state;
+    an upload that lacks a feature gets its own fit then)."""
+    state = zoo_side.zoo_state(zoo)
+    try:  # a warm-up only: whatever fails here fails again, and is reported, where the verdict needs it
+        used = _usable(state, set(FEATURES))
+        if used:
+            zoo_side.classifier(state, used)
+            zoo_side.validation(state, used)
+            zoo_side.across_zoos(state, used)
+    except Exception:
+        pass
 
 
 def calibration_check(answer: Mapping, within: Validation | None, across: Validation | None) -> Check | None:
