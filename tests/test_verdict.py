@@ -831,3 +831,21 @@ def test_the_hessian_is_queued_before_the_pairing_and_cancelled_with_it(zoo, mon
     (refused,) = V.analyse([("a.safetensors", save(state))], [zoo], executor=pool, cache=False)
     assert isinstance(refused, V.Refused) and "placing it in weight space" in refused.error
     assert pool.queued and all(f.cancelled() for f, _, _ in pool.queued)
+
+
+def test_distances_to_the_zoo_equal_the_direct_ones():
+    """Oracle for placement._distances (the Gram expansion with the nearest re-measured): every distance
+    within 1e-6 relative of ‖X_i − v‖, the NEIGHBOURS nearest and their order exactly the direct argsort's,
+    and a near-copy's tiny distance exact (the expansion alone would lose it to cancellation)."""
+    from analysis.upload import placement as P
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5000)) * rng.uniform(0.5, 2.0, size=(40, 1))
+    sq = np.einsum("ij,ij->i", X, X)
+    for v in (rng.normal(size=5000), X[7] + 1e-9 * rng.normal(size=5000), X[3].copy()):
+        direct = np.linalg.norm(X - v, axis=1)
+        dist, order = P._distances(X, sq, v)
+        assert np.allclose(dist, direct, rtol=1e-6, atol=1e-9)
+        assert list(order) == list(np.argsort(direct, kind="stable")[:P.NEIGHBOURS])
+        assert np.array_equal(dist[order], direct[order])
+    assert dist[3] == 0.0
