@@ -849,3 +849,36 @@ def test_distances_to_the_zoo_equal_the_direct_ones():
         assert list(order) == list(np.argsort(direct, kind="stable")[:P.NEIGHBOURS])
         assert np.array_equal(dist[order], direct[order])
     assert dist[3] == 0.0
+
+
+@pytest.mark.slow
+def test_the_kept_pca_is_refitted_when_damaged(zoo, tmp_path, monkeypatch):
+    """The zoo's PCA kept on disk (placement._map): a second process reads it instead of fitting; a damaged
+    file of any kind (empty, truncated, not an archive, wrong shapes) is fitted again and rewritten, never an
+    upload's refusal."""
+    from analysis.upload import placement as P
+    from analysis.upload.zoo_side import zoo_state
+
+    monkeypatch.setenv("PHASEZOO_CACHE", str(tmp_path))
+    state, epoch = zoo_state(zoo), 300
+    P._map.cache_clear()
+    _, mean, components = P._map(state, epoch)
+    [kept] = (tmp_path / "pca").glob("*.npz")
+    good = kept.read_bytes()
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted although a kept PCA was on disk")
+    with monkeypatch.context() as m:
+        m.setattr("sklearn.decomposition.PCA", no_fit)
+        P._map.cache_clear()
+        _, m1, c1 = P._map(state, epoch)
+    assert np.array_equal(m1, mean) and np.array_equal(c1, components)
+    np.savez(tmp_path / "wrong.npz", mean=np.zeros(3), components=np.zeros((2, 3)))
+    for damage in (b"", good[: len(good) // 2], b"not an archive" * 8, (tmp_path / "wrong.npz").read_bytes()):
+        kept.write_bytes(damage)
+        P._map.cache_clear()
+        _, m2, c2 = P._map(state, epoch)
+        assert np.array_equal(m2, mean) and np.array_equal(c2, components)
+        with np.load(kept) as again:  # rewritten whole
+            assert np.array_equal(again["components"], components)
+    P._map.cache_clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -110,7 +111,7 @@ def _map(state: tuple, epoch: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray
             mean, components = kept["mean"], kept["components"]
         if mean.shape == (X.shape[1],) and components.shape == (2, X.shape[1]):
             return emb, mean, components
-    except (OSError, ValueError, KeyError):  # absent or damaged: fitted again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent or damaged: fitted again
         pass
     from sklearn.decomposition import PCA
 
