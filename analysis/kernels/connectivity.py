@@ -160,9 +160,11 @@ class BezierStep:
     The objective L(γ(t)) + ½·wd·‖γ(t)‖² depends on φ only through γ(t) = (1−t)²θ + 2t(1−t)φ + t²θ′, so its
     gradient is ∂/∂φ = 2t(1−t)·(∇L(γ(t)) + wd·γ(t)): one ordinary forward and backward pass of the copy with
     γ(t) written into its parameters, instead of an autograd graph through the curve's arithmetic, a
-    functional_call per step and the weight-decay sum (the same gradient to float rounding, ~2× fewer
-    seconds per step on the default zoo's widest MLP: bench/bench_upload.py). The copy's BatchNorm
-    statistics move as it trains; the caller's model is untouched."""
+    functional_call per step and the weight-decay sum: ~1.5–2× fewer seconds per step on the default zoo's
+    widest MLP (docs/benchmarks.md#classify-a-checkpoint). The products and sums are rounded in autograd's
+    order, so the curve is the same bit for bit (tests/test_connectivity.py; the default zoo's stored
+    mc_bezier rows reproduce). The copy's BatchNorm statistics move as it trains; the caller's model is
+    untouched."""
 
     def __init__(self, model: nn.Module, a: Params, phi: Params, b: Params, weight_decay: float,
                  objective: Objective):
@@ -181,17 +183,16 @@ class BezierStep:
     def __call__(self, t: float, x: torch.Tensor, y: torch.Tensor) -> None:
         """Set φ.grad to the objective's gradient at t on the batch (x, y)."""
         c = 2 * t * (1 - t)
-        with torch.no_grad():
-            torch._foreach_copy_(self.points, self.a)
-            torch._foreach_mul_(self.points, (1 - t) ** 2)
-            torch._foreach_add_(self.points, self.b, alpha=t ** 2)
-            torch._foreach_add_(self.points, self.phi, alpha=c)
+        with torch.no_grad():  # in bezier_point's order, (1−t)²θ + 2t(1−t)φ + t²θ′, each product rounded
+            torch._foreach_copy_(self.points, torch._foreach_add(torch._foreach_mul(self.a, (1 - t) ** 2),
+                                                                 torch._foreach_mul(self.phi, c)))
+            torch._foreach_add_(self.points, torch._foreach_mul(self.b, t ** 2))
         for p in self.points:
             p.grad = None
         self.objective.loss(self.copy, x, y).backward()
-        with torch.no_grad():
+        with torch.no_grad():  # the weight decay's gradient rounded on its own, then added (as autograd sums)
             grads = [p.grad for p in self.points]
-            torch._foreach_add_(grads, self.points, alpha=self.wd)
+            torch._foreach_add_(grads, torch._foreach_mul(self.points, self.wd))
             torch._foreach_mul_(grads, c)
         for f, g in zip(self.phi, grads):
             f.grad = g
