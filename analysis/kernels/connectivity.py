@@ -160,7 +160,7 @@ class BezierStep:
     The objective L(γ(t)) + ½·wd·‖γ(t)‖² depends on φ only through γ(t) = (1−t)²θ + 2t(1−t)φ + t²θ′, so its
     gradient is ∂/∂φ = 2t(1−t)·(∇L(γ(t)) + wd·γ(t)): one ordinary forward and backward pass of the copy with
     γ(t) written into its parameters, instead of an autograd graph through the curve's arithmetic, a
-    functional_call per step and the weight-decay sum: ~1.5–2× fewer seconds per step on the default zoo's
+    functional_call per step and the weight-decay sum: ~1.3× fewer seconds per curve on the default zoo's
     widest MLP (docs/benchmarks.md#classify-a-checkpoint). The products and sums are rounded in autograd's
     order, so the curve is the same bit for bit (tests/test_connectivity.py; the default zoo's stored
     mc_bezier rows reproduce). The copy's BatchNorm statistics move as it trains; the caller's model is
