@@ -215,7 +215,7 @@ def bezier_step_seconds(model: nn.Module, task: TaskData, b: int, device: torch.
     decay, an SGD step of the middle point."""
     a = {k: v.detach() for k, v in model.named_parameters()}
     phi = {k: v.clone().requires_grad_(True) for k, v in a.items()}
-    opt = torch.optim.SGD(phi.values(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(phi.values(), lr=1e-3, momentum=0.9, foreach=True)
     grad = BezierStep(model, a, phi, a, 5e-4, CLASSIFICATION)
     x, y = task.x_train[:b], task.y_train[:b]
 

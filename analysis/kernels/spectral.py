@@ -101,7 +101,7 @@ def _lanczos_basis(matvec: MatVec, v0: torch.Tensor, steps: int,
             b = w.norm().item()
         beta[j] = b
         m = j + 1
-        if b < 1e-12 * max(1.0, abs(alpha[j].item())) or (stop is not None and stop(alpha[:m], beta[:m], b, m)):
+        if b < 1e-12 * max(1.0, abs(a)) or (stop is not None and stop(alpha[:m], beta[:m], b, m)):
             break
         q = w / b
     return Q[:m].T, alpha[:m], beta[:m]

@@ -87,9 +87,10 @@ def _distances(X: np.ndarray, sq: np.ndarray, v: np.ndarray) -> tuple[np.ndarray
     within 1e-10 of that of the NEIGHBOURS-th are measured again directly, so the nearest, their order and a
     near-copy's tiny distance are exact."""
     vv = float(v @ v)
-    dist = np.sqrt(np.maximum(sq - 2.0 * (X @ v) + vv, 0.0))
-    kth = np.partition(dist ** 2, min(NEIGHBOURS, len(dist)) - 1)[min(NEIGHBOURS, len(dist)) - 1]
-    close = np.flatnonzero(dist ** 2 <= kth + 1e-10 * (float(sq.max()) + vv))
+    d2 = np.maximum(sq - 2.0 * (X @ v) + vv, 0.0)
+    k = min(NEIGHBOURS, len(d2)) - 1
+    close = np.flatnonzero(d2 <= np.partition(d2, k)[k] + 1e-10 * (float(sq.max()) + vv))
+    dist = np.sqrt(d2)
     dist[close] = np.linalg.norm(X[close] - v, axis=1)
     return dist, close[np.argsort(dist[close], kind="stable")][:NEIGHBOURS]
 
@@ -160,7 +161,7 @@ def locate(zoo: Zoo, zoo_state: tuple, epoch: int, state: Mapping[str, torch.Ten
     dist, order = _distances(X, sq, v)
     u, absolute = precision(weights)
     first = order[0]
-    tol = tolerance(u, absolute, max(float(np.linalg.norm(v)), float(np.linalg.norm(X[first]))), v.size)
+    tol = tolerance(u, absolute, math.sqrt(max(float(v @ v), float(sq[first]))), v.size)
     return Located(zoo_state, epoch, None, ids, v, dist, order, ids[first] if dist[first] <= tol else None, u)
 
 
