@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -123,6 +124,23 @@ def test_a_dead_worker_is_one_clear_error_and_stops_the_pool():
             got.append((i, r))
     assert got == [(0, 0)]  # what finished first came back
     assert not mp.active_children()
+
+
+def _slow_square(x: int) -> int:
+    import time
+    time.sleep(0.3 * x)
+    return x * x
+
+
+def test_a_stopped_run_leaves_no_pool_thread_for_the_exit_to_race():
+    """The pool's manager thread is joined when a run stops early. Left running, it closes its wake-up pipe
+    while the interpreter's exit hook writes to it: "Exception ignored ... Bad file descriptor" after the
+    one-line message of a Ctrl-C (a CI failure of tests/test_resume_kill.py's SIGINT case)."""
+    from contextlib import closing
+    with closing(run_unordered(_slow_square, [(0,), (5,), (5,)], workers=1)) as results:
+        assert next(results) == (0, 0)
+    managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+    assert not managers and not mp.active_children()
 
 
 def test_a_worker_killed_under_the_generator_ends_in_one_line(kill_spec, reference, tmp_path):

@@ -183,8 +183,14 @@ def _init_local(initializer: Callable[..., None] | None, *initargs: Any) -> None
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel the jobs not started and terminate the running ones now: their results would be thrown away,
     and a worker left running outlives its parent (with the resource tracker it keeps alive). Python 3.11
-    has no public call for this (3.14 adds terminate_workers), hence the pool's process table."""
+    has no public call for this (3.14 adds terminate_workers), hence the pool's process table.
+
+    The pool's manager thread is joined here, not left to the interpreter's exit: `shutdown(wait=False)`
+    drops the pool's handle on it, so a later `shutdown(wait=True)` waits for nothing, and a thread still
+    closing its wake-up pipe when the process exits races concurrent.futures' exit hook, which then writes
+    to the closed pipe ("Exception ignored ... Bad file descriptor" on stderr after the one-line message)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
@@ -194,7 +200,8 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         if p.is_alive():  # stuck in uninterruptible I/O or ignoring SIGTERM
             p.kill()
             p.join()
-    pool.shutdown(wait=True)  # the pool's manager thread ends once its processes are gone
+    if manager is not None:
+        manager.join(timeout=30)  # it ends once its processes are gone: it sees them dead and closes its pipes
 
 
 # ----------------------------------------------------------------------------- Ray
