@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 
 import polars as pl
@@ -127,7 +129,6 @@ def test_a_dead_worker_is_one_clear_error_and_stops_the_pool():
 
 
 def _slow_square(x: int) -> int:
-    import time
     time.sleep(0.3 * x)
     return x * x
 
@@ -136,7 +137,6 @@ def test_a_stopped_run_leaves_no_pool_thread_for_the_exit_to_race():
     """The pool's manager thread is joined when a run stops early. Left running, it closes its wake-up pipe
     while the interpreter's exit hook writes to it: "Exception ignored ... Bad file descriptor" after the
     one-line message of a Ctrl-C (a CI failure of tests/test_resume_kill.py's SIGINT case)."""
-    from contextlib import closing
     with closing(run_unordered(_slow_square, [(0,), (5,), (5,)], workers=1)) as results:
         assert next(results) == (0, 0)
     managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
